@@ -1,0 +1,3 @@
+from goose_lib.cli import main
+
+raise SystemExit(main())

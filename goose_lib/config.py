@@ -1,0 +1,156 @@
+"""Frozen parameter dataclasses and their strict validation.
+
+Every parameter set is a frozen dataclass owned by the module that uses it (``DataConfig`` here,
+``TrainConfig`` in ``train.loop``, ...). Notebooks validate their papermill parameters with
+:func:`validate` right after the ``parameters`` cell: unknown names and wrong types fail loudly,
+because papermill injects typos silently.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from typing import Any, Literal, Mapping, TypeVar, Union, get_args, get_origin
+
+T = TypeVar("T")
+
+
+class ParameterError(ValueError):
+    """A parameter set with an unknown name, a wrong type or an invalid value."""
+
+
+def _matches(value: Any, tp: Any) -> tuple[bool, Any]:
+    """(ok, coerced value) for ``value`` against annotation ``tp``. Lists become tuples."""
+    if tp is Any:
+        return True, value
+    origin = get_origin(tp)
+    if origin is Literal:
+        return value in get_args(tp), value
+    if origin in (Union, types.UnionType):
+        for arg in get_args(tp):
+            ok, coerced = _matches(value, arg)
+            if ok:
+                return True, coerced
+        return False, value
+    if tp is type(None):
+        return value is None, value
+    if origin in (tuple, list, typing.Sequence) or tp in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            return False, value
+        args = get_args(tp)
+        if not args:
+            return True, tuple(value)
+        if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):
+            if len(args) != len(value):
+                return False, value
+            pairs = list(zip(value, args))
+        else:
+            pairs = [(v, args[0]) for v in value]
+        out = []
+        for v, a in pairs:
+            ok, c = _matches(v, a)
+            if not ok:
+                return False, value
+            out.append(c)
+        return True, tuple(out)
+    if origin is dict or tp is dict:
+        return isinstance(value, Mapping), dict(value) if isinstance(value, Mapping) else value
+    if tp is float:
+        if isinstance(value, bool):
+            return False, value
+        return isinstance(value, (int, float)), float(value) if isinstance(value, (int, float)) else value
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if isinstance(tp, type):
+        return isinstance(value, tp), value
+    return True, value
+
+
+def validate(cls: type[T], params: Mapping[str, Any], *, ignore: tuple[str, ...] = ()) -> T:
+    """Build the frozen dataclass ``cls`` from ``params``, strictly.
+
+    Unknown names, wrong types (ints are accepted for floats, lists for tuples) and values
+    rejected by the class's ``__post_init__`` raise :class:`ParameterError` naming the field.
+    Names in ``ignore`` are skipped (e.g. papermill's own injected names).
+    """
+    if not dataclasses.is_dataclass(cls):
+        raise TypeError(f"{cls!r} is not a dataclass")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(params) - set(fields) - set(ignore))
+    if unknown:
+        raise ParameterError(
+            f"{cls.__name__}: unknown parameter(s) {unknown}; valid names are {sorted(fields)}"
+        )
+    kwargs = {}
+    for name, value in params.items():
+        if name in ignore:
+            continue
+        ok, coerced = _matches(value, hints[name])
+        if not ok:
+            raise ParameterError(
+                f"{cls.__name__}.{name}: expected {hints[name]}, got {value!r} ({type(value).__name__})"
+            )
+        kwargs[name] = coerced
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, ParameterError):
+            raise
+        raise ParameterError(f"{cls.__name__}: {exc}") from exc
+
+
+def validate_namespace(cls: type[T], namespace: Mapping[str, Any]) -> T:
+    """Validate the parameters of a notebook from its global namespace.
+
+    Picks every field of ``cls`` out of ``namespace`` (a notebook's ``globals()``); any field
+    missing from the namespace keeps its default. Use :func:`validate` when you also need
+    unknown names rejected (the ablation runner does that before execution).
+    """
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    return validate(cls, {k: v for k, v in namespace.items() if k in names})
+
+
+def to_dict(obj: Any) -> dict[str, Any]:
+    """A dataclass as a JSON-ready dict (tuples become lists)."""
+    def conv(v: Any) -> Any:
+        if dataclasses.is_dataclass(v) and not isinstance(v, type):
+            return {f.name: conv(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, (list, tuple)):
+            return [conv(x) for x in v]
+        if isinstance(v, dict):
+            return {str(k): conv(x) for k, x in v.items()}
+        return v
+
+    return conv(obj)
+
+
+VoidProtocol = Literal["ignore_void", "void_as_class"]
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalProtocol:
+    """How the challenge metric treats void.
+
+    ``ignore_void``: ground-truth pixels of class 0 (undefined) are dropped before scoring;
+    class 0 is not scored. ``void_as_class``: class 0 is a class like any other (its category,
+    void, is still excluded from the category mIoU, which is over the 11 non-void categories).
+    """
+
+    void: VoidProtocol = "ignore_void"
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Where the data is and which samples of a split are used."""
+
+    root: str = "embedded"  # "embedded" -> the synthetic dataset written on first use
+    cameras: tuple[str, ...] = ("windshield_vis", "camera_left", "front", "realsense")
+    exclude_scenarios: tuple[str, ...] = ()
+    limit: int | None = None  # first N samples (sorted) of a split; None = all
+    skip_bad: bool = False  # True: warn and count bad samples instead of raising
+
+    def __post_init__(self) -> None:
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"limit must be >= 1 or None, got {self.limit}")

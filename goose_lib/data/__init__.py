@@ -1,0 +1,2 @@
+"""GOOSE data: on-disk layout, decoding and validation, the embedded synthetic dataset,
+split statistics and augmentation."""

@@ -1,0 +1,1 @@
+"""Headless execution, HTML reports, provenance, ablations and the comparison index."""

@@ -1,0 +1,1 @@
+"""goose_lib.teacher"""

@@ -1,0 +1,39 @@
+"""Shared fixtures: a private GOOSE_SAM3_HOME per test session (so tests never touch the
+user's cache), a tiny synthetic dataset and the tiny SAM3 checkpoint, built once per session.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def goose_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    home = tmp_path_factory.mktemp("goose_home")
+    old = os.environ.get("GOOSE_SAM3_HOME")
+    os.environ["GOOSE_SAM3_HOME"] = str(home)
+    yield home
+    if old is None:
+        os.environ.pop("GOOSE_SAM3_HOME", None)
+    else:
+        os.environ["GOOSE_SAM3_HOME"] = old
+
+
+@pytest.fixture(scope="session")
+def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small synthetic GOOSE root (train/val/test) written by the library itself."""
+    from goose_lib.data.synthetic import write_synthetic
+
+    return write_synthetic(tmp_path_factory.mktemp("goose_tiny") / "root", seed=0,
+                           n_train=8, n_val=4, n_test=3)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(goose_home: Path) -> Path:
+    """The embedded tiny random SAM3 checkpoint (facebook/sam3 key layout)."""
+    from goose_lib.models.sam3 import ensure_tiny_checkpoint
+
+    return ensure_tiny_checkpoint()
