@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 
@@ -119,7 +119,7 @@ class Ontology:
 
     @classmethod
     def load(cls, root: str | Path | None = None, category_mapping: Mapping[int, str] | None = None
-             ) -> "Ontology":
+             ) -> Ontology:
         """Class table of the dataset at ``root`` (its ``goose_label_mapping.csv``), else packaged."""
         mapping = dict(category_mapping) if category_mapping is not None else default_category_mapping()
         csv_path = Path(root) / MAPPING_CSV if root is not None else None
@@ -145,17 +145,26 @@ class Ontology:
 
     @staticmethod
     def _read_csv(path: Path) -> list[dict[str, str]]:
-        with open(path, newline="") as f:
+        # utf-8-sig: tolerate a byte-order mark (spreadsheet exports); header names are stripped
+        with open(path, newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
-            missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
-            if missing:
-                raise OntologyError(
-                    f"{path}: missing column(s) {missing}; expected {list(REQUIRED_COLUMNS)}, "
-                    f"found {reader.fieldnames}"
-                )
-            rows = list(reader)
+            try:
+                reader.fieldnames = [n.strip() for n in (reader.fieldnames or [])]
+                missing = [c for c in REQUIRED_COLUMNS if c not in reader.fieldnames]
+                if missing:
+                    raise OntologyError(
+                        f"{path}: missing column(s) {missing}; expected {list(REQUIRED_COLUMNS)}, "
+                        f"found {reader.fieldnames}"
+                    )
+                rows = list(reader)
+            except UnicodeDecodeError as exc:
+                raise OntologyError(f"{path}: not a UTF-8 CSV file ({exc})") from exc
         if not rows:
             raise OntologyError(f"{path}: no class rows")
+        for i, r in enumerate(rows):
+            empty = [c for c in REQUIRED_COLUMNS if r.get(c) is None]
+            if empty:
+                raise OntologyError(f"{path} row {i + 2}: no value for column(s) {empty}")
         return rows
 
     def colorize(self, label: np.ndarray) -> np.ndarray:

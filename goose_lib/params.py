@@ -8,23 +8,153 @@ names against these classes before anything runs (see ``NOTEBOOK_PARAMS``).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 # Each notebook owner adds its dataclass below and registers it in NOTEBOOK_PARAMS.
 
 
 @dataclass(frozen=True)
 class ExplorationParams:
-    """notebooks/01_data_exploration.ipynb"""
+    """notebooks/01_data_exploration.ipynb: statistics, plots and the explorer of one split."""
 
     data_root: str = "embedded"  # "embedded" or a GOOSE download
-    split: str = "train"
+    split: str = "train"  # a labelled split (train / val)
     limit: int | None = None  # first N samples; None = whole split
-    exclude_scenarios: tuple[str, ...] = ()
+    exclude_scenarios: tuple[str, ...] = ()  # scenario folders left out (e.g. misaligned labels)
+    skip_bad: bool = False  # True: warn and skip unreadable samples instead of failing
     workers: int = 0  # statistics processes; 0 = all cores
     gallery_classes: int = 8  # rarest classes shown in the gallery
+    gallery_per_class: int = 3  # crops per class in the gallery
+    gallery_scan: int | None = 2000  # label maps scanned for gallery crops; None = all
+    seed: int = 0  # order in which samples are scanned for the gallery
+    explorer_max_side: int = 640  # longer side (pixels) of the explorer's picture
+    progress: bool = True  # progress bars
+    out_dir: str = "."  # figures are written here (relative to the run folder)
+
+    def __post_init__(self) -> None:
+        if self.split == "test":
+            raise ValueError("split 'test' has no labels; explore 'train' or 'val'")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"limit must be >= 1 or None, got {self.limit}")
+        for name in ("gallery_classes", "gallery_per_class", "explorer_max_side"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.gallery_scan is not None and self.gallery_scan < 1:
+            raise ValueError(f"gallery_scan must be >= 1 or None, got {self.gallery_scan}")
+        if self.workers < 0:
+            raise ValueError(f"workers must be >= 0, got {self.workers}")
+
+
+@dataclass(frozen=True)
+class TrainingParams:
+    """notebooks/03_training.ipynb: every field of ``goose_lib.train.loop.TrainConfig`` (same names and
+    defaults; a test keeps them in step) plus where the notebook writes. Validated again as a
+    TrainConfig by ``goose_lib.train.loop.config_from_params``."""
+
+    out_dir: str = "."  # run folder: metrics.jsonl, checkpoints/, figures
+    progress: bool = True  # progress bars
+    # data
+    data_root: str = "embedded"  # "embedded" or a GOOSE root
+    train_split: str = "train"
+    val_split: str = "val"
+    train_limit: int | None = None  # first N training samples; None = all
+    val_limit: int | None = None  # first N validation samples; None = all
+    exclude_scenarios: tuple[str, ...] = ()
+    # student (goose_lib.models.student.StudentConfig)
+    checkpoint: str = "embedded"  # SAM3 folder or "embedded" (tiny random SAM3)
+    decoder: Literal["fpn", "upernet"] = "fpn"
+    frozen_layers: int = 1  # lower encoder layers kept frozen (real model: 24 of 32)
+    decoder_channels: int = 128  # decoder width
+    dropout: float = 0.1  # dropout before the classifier
+    grad_checkpointing: bool = False  # recompute trainable ViT layers in backward (less memory)
+    # augmentation (goose_lib.data.augment)
+    photometric: Literal["off", "standard", "aggressive"] = "aggressive"
+    brightness_delta: float | None = None  # None = the preset's value
+    contrast_range: tuple[float, float] | None = None
+    saturation_range: tuple[float, float] | None = None
+    hue_delta: float | None = None  # OpenCV hue units (1 = 2 degrees)
+    photometric_prob: float | None = None
+    scale_range: tuple[float, float] = (0.5, 2.0)
+    base_short_side: int = 0  # 0 = the image's own size
+    crop_size: int = 0  # 0 = the model input size
+    flip_prob: float = 0.5
+    cat_max_ratio: float = 1.0  # < 1: re-draw crops dominated by one class (mmseg: 0.75)
+    # optimisation
+    batch_size: int = 8  # per process and micro-step
+    accumulation: int = 1  # micro-steps per optimizer step
+    steps: int = 300  # optimizer steps
+    lr: float = 1e-3
+    layer_decay: float = 0.9
+    weight_decay: float = 0.05
+    warmup_steps: int = 20
+    poly_power: float = 1.0
+    min_lr_ratio: float = 0.0
+    grad_clip: float = 0.0  # max gradient norm; 0 = off
+    label_smoothing: float = 0.0
+    ema: float = 0.0  # EMA decay of the weights (e.g. 0.999); 0 = off
+    repeat_threshold: float = 0.0  # LVIS repeat-factor threshold; 0 = uniform sampling
+    amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
+    # bookkeeping
+    val_interval: int = 100  # steps between validations; 0 = only at the end
+    checkpoint_interval: int = 100  # steps between checkpoints (also written at the end)
+    keep_checkpoints: int = 2
+    log_interval: int = 10
     seed: int = 0
+    device: str = "auto"
+    num_workers: int = 0  # DataLoader worker processes
+    # distillation (goose_lib.train.distill)
+    distill_mode: Literal["off", "soft", "replace"] = "off"
+    distill_weight: float = 1.0
+    distill_classes: tuple[int, ...] = ()  # class ids; () = take them from distill_selection
+    distill_selection: str = ""  # selection JSON of the teacher notebook ({"classes": [...]}); "" = none
+    teacher_cache: str = ""  # teacher cache folder; "" = none
+
+
+@dataclass(frozen=True)
+class ErrorAnalysisParams:
+    """notebooks/04_error_analysis.ipynb: evaluation with and without TTA, error analysis, submission."""
+
+    checkpoint: str = ""  # student checkpoint / training run folder; "" = UNTRAINED student (smoke test)
+    data_root: str = "embedded"  # "embedded" or a GOOSE download
+    split: str = "val"  # labelled split to analyse
+    limit: int | None = None  # first N samples; None = whole split
+    exclude_scenarios: tuple[str, ...] = ()  # scenario folders left out (e.g. misaligned labels)
+    protocol: Literal["ignore_void", "void_as_class"] = "ignore_void"  # void handling of the metric
+    scales: tuple[float, ...] = (0.75, 1.0, 1.25, 1.5)  # multi-scale TTA scales
+    flip: bool = False  # TTA also averages the mirrored image (doubles the windows)
+    overlap: float = 0.25  # sliding-window overlap in [0, 1)
+    window_batch: int = 4  # windows per forward pass
+    tta_base: Literal["stretch", "native"] = "stretch"  # canvas at scale 1: model view or image size
+    primary: Literal["single", "multiscale"] = "multiscale"  # mode recorded top-level and submitted
+    boundary_bins: tuple[float, ...] = (1, 2, 4, 8, 16, 32)  # distance-to-boundary bin edges (px)
+    worst_images: int = 4  # images shown in the worst-images figure
+    confusion_classes: int = 30  # most frequent classes shown in the fine confusion heatmap
+    submission_split: str = "test"  # split predicted for the submission zip; "" = no submission
+    device: str = "auto"  # "auto", "cpu", "cuda"
+    seed: int = 0  # seed of the untrained student's random decoder
+    workers: int = 0  # decoding processes during evaluation (0 = in-process)
+    browser_max_side: int = 900  # width of the error browser's picture
+    progress: bool = True  # progress bars
+    out_dir: str = "."  # evaluation tables, figures and the submission are written here
+
+    def __post_init__(self) -> None:
+        if self.split == "test":
+            raise ValueError("split 'test' has no labels; analyse 'val' (or 'train')")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"limit must be >= 1 or None, got {self.limit}")
+        if not self.scales or min(self.scales) <= 0:
+            raise ValueError(f"scales must be positive, got {self.scales}")
+        if not 0.0 <= self.overlap < 1.0:
+            raise ValueError(f"overlap must be in [0, 1), got {self.overlap}")
+        for name in ("window_batch", "worst_images", "confusion_classes", "browser_max_side"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if list(self.boundary_bins) != sorted(set(self.boundary_bins)) or not self.boundary_bins:
+            raise ValueError(f"boundary_bins must be strictly increasing, got {self.boundary_bins}")
 
 
 NOTEBOOK_PARAMS: dict[str, type] = {
     "01_data_exploration": ExplorationParams,
+    "03_training": TrainingParams,
+    "04_error_analysis": ErrorAnalysisParams,
 }

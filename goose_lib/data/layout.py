@@ -24,17 +24,17 @@ from __future__ import annotations
 import json
 import os
 import warnings
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from goose_lib import paths
-from goose_lib.io import atomic_write_json, sha256_json
+from goose_lib.io import atomic_write_text, sha256_json
 
 DEFAULT_CAMERAS: tuple[str, ...] = ("windshield_vis", "camera_left", "front", "realsense")
 KNOWN_CAMERAS: tuple[str, ...] = DEFAULT_CAMERAS + ("windshield_nir",)
 LABEL_SUFFIXES = {"labelids": "_labelids.png", "instanceids": "_instanceids.png", "color": "_color.png"}
-INDEX_VERSION = 1
+INDEX_VERSION = 2
 
 
 class LayoutError(ValueError):
@@ -166,20 +166,24 @@ def _scan(root: Path, split: str, cameras: Sequence[str], exclude: Sequence[str]
     return samples
 
 
-def _to_json(root: Path, samples: list[Sample]) -> list[list[object]]:
-    def rel(p: Path | None) -> str | None:
-        return None if p is None else p.relative_to(root).as_posix()
-
-    return [[s.scenario, s.stem, s.camera, rel(s.image), rel(s.labelids), rel(s.instanceids),
-             rel(s.color)] for s in samples]
+def _to_rows(samples: list[Sample]) -> list[list[object]]:
+    """Compact cache rows ``[scenario, stem, camera, has_instanceids, has_color]``."""
+    return [[s.scenario, s.stem, s.camera, int(s.instanceids is not None), int(s.color is not None)]
+            for s in samples]
 
 
-def _from_json(root: Path, split: str, rows: list[list[object]]) -> list[Sample]:
-    def ab(p: object) -> Path | None:
-        return None if p is None else root / str(p)
-
-    return [Sample(split, str(r[0]), str(r[1]), str(r[2]), root / str(r[3]), ab(r[4]), ab(r[5]), ab(r[6]))
-            for r in rows]
+def _from_rows(root: Path, split: str, labelled: bool, rows: list[list[object]]) -> list[Sample]:
+    img_root, lbl_root = root / "images" / split, root / "labels" / split
+    out = []
+    for scenario, stem, camera, has_inst, has_color in rows:
+        lbl = lbl_root / str(scenario) / str(stem)
+        out.append(Sample(
+            split, str(scenario), str(stem), str(camera), img_root / str(scenario) / f"{stem}_{camera}.png",
+            Path(f"{lbl}_labelids.png") if labelled else None,
+            Path(f"{lbl}_instanceids.png") if has_inst else None,
+            Path(f"{lbl}_color.png") if has_color else None,
+        ))
+    return out
 
 
 def index_split(root: str | os.PathLike, split: str, *, cameras: Sequence[str] = DEFAULT_CAMERAS,
@@ -207,14 +211,15 @@ def index_split(root: str | os.PathLike, split: str, *, cameras: Sequence[str] =
         try:
             data = json.loads(cache.read_text())
             if data.get("fingerprint") == fp:
-                samples = _from_json(root, split, data["samples"])
+                samples = _from_rows(root, split, bool(data["labelled"]), data["samples"])
         except (OSError, ValueError, KeyError, IndexError, TypeError):
             samples = None  # unreadable cache: rebuild it
     if samples is None:
         samples = _scan(root, split, cameras, exclude)
         if use_cache:
-            atomic_write_json(cache, {"root": str(root), "split": split, "fingerprint": fp,
-                                      "samples": _to_json(root, samples)})
+            atomic_write_text(cache, json.dumps({
+                "root": str(root), "split": split, "fingerprint": fp,
+                "labelled": (root / "labels" / split).is_dir(), "samples": _to_rows(samples)}))
     if not samples:
         raise LayoutError(f"{img_root}: no images of cameras {list(cameras)}"
                           + (f" outside excluded scenarios {list(exclude)}" if exclude else "")

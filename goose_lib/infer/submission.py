@@ -1,0 +1,241 @@
+"""Challenge submissions: predictions in the submission layout, the zip, its validator, its scorer.
+
+Layout (2025 edition): one 8-bit single-channel PNG ``<scenario>/<stem>_labelids.png`` per image
+of the split, mirroring ``images/<split>/<scenario>/<stem>_<camera>.png``; pixel = class id
+0..63. The zip holds exactly these entries at its top level (no enclosing folder).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from goose_lib.config import DataConfig, EvalProtocol
+from goose_lib.io import atomic_write_bytes
+from goose_lib.metrics import DEFAULT_PROTOCOL, ConfusionMatrix, Scores, compute_scores
+from goose_lib.ontology import Ontology
+
+from .tta import DEFAULT_TTA, TTAConfig, predict
+
+PRED_SUFFIX = "_labelids.png"
+MAX_LISTED = 20  # problems listed in one error message
+
+
+class SubmissionError(ValueError):
+    """A submission (zip or folder) that does not fit the split; the message names every bad file."""
+
+
+@dataclass(frozen=True)
+class Expected:
+    """One prediction a split needs: its relative name, the image it is for, the image's (H, W)."""
+
+    name: str
+    image: Path
+    label: Path | None
+
+
+def expected_predictions(root: str | os.PathLike, split: str, *, config: DataConfig | None = None
+                         ) -> dict[str, Expected]:
+    """{``<scenario>/<stem>_labelids.png``: Expected} for every image of the split."""
+    from goose_lib.data.layout import index_split
+    from goose_lib.paths import resolve_data_root
+
+    config = config or DataConfig()
+    root = resolve_data_root(root)
+    out: dict[str, Expected] = {}
+    for s in index_split(root, split, cameras=config.cameras, exclude_scenarios=config.exclude_scenarios,
+                         limit=config.limit):
+        name = f"{s.scenario}/{s.stem}{PRED_SUFFIX}"
+        if name in out:
+            raise SubmissionError(f"{s.image}: same prediction name {name} as {out[name].image} "
+                                  f"(two cameras of one stem); restrict the cameras")
+        out[name] = Expected(name, s.image, s.labelids)
+    if not out:
+        raise SubmissionError(f"{root}: split {split!r} has no images")
+    return out
+
+
+def _image_size(path: Path) -> tuple[int, int]:
+    with Image.open(path) as im:
+        return im.height, im.width
+
+
+def _decode_prediction(data: bytes | Path, where: str, num_classes: int) -> tuple[np.ndarray | None, str | None]:
+    """(HxW uint8 ids, None) or (None, what is wrong)."""
+    try:
+        with Image.open(io.BytesIO(data) if isinstance(data, bytes) else data) as im:
+            if im.mode not in ("L", "P"):
+                return None, f"{where}: PNG mode {im.mode}, expected 8-bit single channel (L)"
+            arr = np.asarray(im if im.mode == "L" else Image.frombytes("L", im.size, im.tobytes()))
+    except Exception as exc:  # noqa: BLE001 - any decoding failure is reported with the file
+        return None, f"{where}: not a readable PNG ({exc})"
+    if arr.size and int(arr.max()) >= num_classes:
+        return None, f"{where}: holds class id {int(arr.max())}, valid ids are 0..{num_classes - 1}"
+    return arr, None
+
+
+def _entries(path: Path) -> Iterator[tuple[str, bytes | Path]]:
+    """(relative name, bytes or file path) of every file in a zip or folder."""
+    if path.is_dir():
+        for f in sorted(path.rglob("*")):
+            if f.is_file():
+                yield f.relative_to(path).as_posix(), f
+        return
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                if not info.is_dir():
+                    yield info.filename, zf.read(info)
+    except zipfile.BadZipFile as exc:
+        raise SubmissionError(f"{path}: not a zip file ({exc})") from exc
+
+
+def _raise(path: Path, problems: list[str]) -> None:
+    if problems:
+        listed = "\n  ".join(problems[:MAX_LISTED])
+        more = f"\n  ... and {len(problems) - MAX_LISTED} more" if len(problems) > MAX_LISTED else ""
+        raise SubmissionError(f"{path}: {len(problems)} problem(s):\n  {listed}{more}")
+
+
+def _check(path: Path, expected: dict[str, Expected], num_classes: int, *, want_labels: bool = False,
+           progress: bool = False) -> Iterator[tuple[Expected, np.ndarray]]:
+    """Validate every entry of ``path`` against ``expected``; yield (expected, prediction) pairs.
+
+    Problems are collected over all files and raised together at the end (before the caller
+    can use partial results, it must exhaust the iterator).
+    """
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: submission does not exist")
+    problems: list[str] = []
+    seen: set[str] = set()
+    entries = list(_entries(path))
+    for name, data in tqdm(entries, desc="check predictions", disable=not progress):
+        where = f"{path}/{name}" if path.is_dir() else f"{path}:{name}"
+        if name in seen:
+            problems.append(f"{where}: duplicate entry")
+            continue
+        seen.add(name)
+        exp = expected.get(name)
+        if exp is None:
+            problems.append(f"{where}: unexpected file (no image images/<split>/{name.replace(PRED_SUFFIX, '_<camera>.png')})")
+            continue
+        arr, err = _decode_prediction(data, where, num_classes)
+        if err is not None:
+            problems.append(err)
+            continue
+        assert arr is not None
+        hw = _image_size(exp.image)
+        if arr.shape != hw:
+            problems.append(f"{where}: size {arr.shape[1]}x{arr.shape[0]} (WxH), image {exp.image} is "
+                            f"{hw[1]}x{hw[0]}")
+            continue
+        yield exp, arr
+    for name in sorted(set(expected) - seen):
+        problems.append(f"{expected[name].image}: no prediction (expected {name})")
+    _raise(path, problems)
+
+
+def validate_submission(path: str | os.PathLike, root: str | os.PathLike, *, split: str = "test",
+                        config: DataConfig | None = None, progress: bool = False) -> int:
+    """Check a submission zip (or folder): every image of the split has exactly one prediction of
+    the image's size with valid ids, and nothing else is in it. Returns the number of predictions;
+    raises :class:`SubmissionError` naming every bad, missing or unexpected file."""
+    from goose_lib.paths import resolve_data_root
+
+    root = resolve_data_root(root)
+    expected = expected_predictions(root, split, config=config)
+    n_classes = Ontology.load(root).num_classes
+    return sum(1 for _ in _check(Path(path), expected, n_classes, progress=progress))
+
+
+def score_predictions(pred: str | os.PathLike, root: str | os.PathLike, *, split: str = "val",
+                      protocol: EvalProtocol = DEFAULT_PROTOCOL, config: DataConfig | None = None,
+                      progress: bool = False) -> Scores:
+    """Score predictions in the submission layout (folder or zip) against the split's labels.
+
+    Missing, extra, unreadable or wrong-size predictions raise :class:`SubmissionError` naming
+    the files (nothing is scored then)."""
+    from goose_lib.data.dataset import read_label
+    from goose_lib.paths import resolve_data_root
+
+    root = resolve_data_root(root)
+    ontology = Ontology.load(root)
+    expected = expected_predictions(root, split, config=config)
+    if any(e.label is None for e in expected.values()):
+        raise SubmissionError(f"{root}: split {split!r} has no labels to score against")
+    cm = ConfusionMatrix(ontology.num_classes)
+    for exp, arr in _check(Path(pred), expected, ontology.num_classes, progress=progress):
+        assert exp.label is not None
+        cm.update(arr, read_label(exp.label, ontology.num_classes), where=str(exp.label))
+    return compute_scores(cm.counts, ontology, protocol)
+
+
+def _png(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr, mode="L").save(buf, format="PNG", compress_level=6)
+    return buf.getvalue()
+
+
+def write_predictions(model: torch.nn.Module, root: str | os.PathLike, out_dir: str | os.PathLike, *,
+                      split: str = "test", tta: TTAConfig = DEFAULT_TTA, config: DataConfig | None = None,
+                      progress: bool = True) -> Path:
+    """Predict every image of ``split`` into ``out_dir`` in the submission layout; resumable
+    (existing predictions are kept, each file is written atomically). Returns ``out_dir``."""
+    from goose_lib.data.dataset import read_image
+
+    out = Path(out_dir)
+    expected = expected_predictions(root, split, config=config)
+    was_training = model.training
+    model.eval()
+    try:
+        for name, exp in tqdm(expected.items(), desc=f"predict {split}", disable=not progress):
+            target = out / name
+            if target.is_file():
+                continue
+            atomic_write_bytes(target, _png(predict(model, read_image(exp.image), tta)))
+    finally:
+        model.train(was_training)
+    return out
+
+
+def zip_predictions(pred_dir: str | os.PathLike, out: str | os.PathLike) -> Path:
+    """Zip a predictions folder (its ``*_labelids.png`` at the zip's top level), atomically."""
+    pred_dir, out = Path(pred_dir), Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:  # PNGs are compressed
+            for f in sorted(pred_dir.rglob(f"*{PRED_SUFFIX}")):
+                zf.write(f, f.relative_to(pred_dir).as_posix())
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return out
+
+
+def write_submission(model: torch.nn.Module, root: str | os.PathLike, out: str | os.PathLike, *,
+                     split: str = "test", tta: TTAConfig = DEFAULT_TTA, config: DataConfig | None = None,
+                     work_dir: str | os.PathLike | None = None, progress: bool = True) -> Path:
+    """Predict ``split``, zip it to ``out`` and validate the zip; returns ``out``.
+
+    Predictions are staged in ``work_dir`` (default ``<out without .zip>_predictions``), which
+    makes an interrupted run resumable; delete it to predict afresh (e.g. with another model).
+    """
+    out = Path(out)
+    work = Path(work_dir) if work_dir is not None else out.with_name(out.stem + "_predictions")
+    write_predictions(model, root, work, split=split, tta=tta, config=config, progress=progress)
+    zip_predictions(work, out)
+    validate_submission(out, root, split=split, config=config)
+    return out

@@ -1,0 +1,248 @@
+"""Image-level multi-scale / sliding-window / flip inference for a fixed-input-size model.
+
+The model takes float (B, 3, S, S) in [-1, 1] (``model.image_size == S``) and returns logits
+(B, C, S, S). Two modes (:class:`TTAConfig`):
+
+- ``"single"`` (the baseline): the whole image is stretched to S x S (exactly
+  :func:`goose_lib.models.sam3.preprocess`), one forward pass, softmax, probabilities resized
+  (bilinear) to the image's resolution. ``flip`` adds the mirrored image (2 passes).
+- ``"multiscale"``: for each scale ``s`` the image is resized to a *canvas* — ``base="stretch"``:
+  ``round(s*S) x round(s*S)`` (the model's own stretched view, zoomed), ``base="native"``:
+  ``round(s*H) x round(s*W)`` (the image's own resolution, zoomed). The canvas is covered by
+  S x S windows (a sliding window with ``overlap`` where the canvas is larger than S, the last
+  window aligned with the far edge; zero padding — mid-grey after normalisation — where it is
+  smaller). Overlapping window logits are averaged, softmax gives the scale's probabilities,
+  which are averaged over scales (and the mirrored canvases with ``flip``) at a working
+  resolution (the image's, capped at the largest canvas) and resized once to the image's.
+  With ``scales=(1.0,)``, ``base="stretch"`` the canvas is S x S: one window, no padding, the
+  same result as ``"single"``.
+
+Memory: windows go through the model ``window_batch`` at a time; besides them, one canvas of
+C x canvas pixels (float32) and the C x H x W output are held.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+TTAMode = Literal["single", "multiscale"]
+CanvasBase = Literal["stretch", "native"]
+
+
+@dataclass(frozen=True)
+class TTAConfig:
+    """How one image is turned into per-pixel class probabilities (see the module docstring)."""
+
+    scales: tuple[float, ...] = (1.0,)  # canvas scales ("multiscale"); must be (1.0,) for "single"
+    flip: bool = False  # also average the horizontally mirrored image
+    overlap: float = 1 / 3  # fraction of a window shared with its neighbour, in [0, 1)
+    window_batch: int = 4  # windows per forward pass (bounds memory)
+    mode: TTAMode = "single"
+    base: CanvasBase = "stretch"  # canvas at scale 1: "stretch" = S x S, "native" = H x W
+
+    def __post_init__(self) -> None:
+        if not self.scales or any(not (s > 0) for s in self.scales):
+            raise ValueError(f"scales must be a non-empty tuple of positive numbers, got {self.scales}")
+        if self.mode == "single" and tuple(self.scales) != (1.0,):
+            raise ValueError(f"mode='single' stretches the whole image once; scales {self.scales} "
+                             f"need mode='multiscale'")
+        if not 0.0 <= self.overlap < 1.0:
+            raise ValueError(f"overlap must be in [0, 1), got {self.overlap}")
+        if self.window_batch < 1:
+            raise ValueError(f"window_batch must be >= 1, got {self.window_batch}")
+        if self.mode not in ("single", "multiscale"):
+            raise ValueError(f"mode must be 'single' or 'multiscale', got {self.mode!r}")
+        if self.base not in ("stretch", "native"):
+            raise ValueError(f"base must be 'stretch' or 'native', got {self.base!r}")
+
+    @property
+    def name(self) -> str:
+        """Short label, e.g. ``single``, ``single+flip``, ``ms0.75-1-1.25+flip``."""
+        core = "single" if self.mode == "single" else "ms" + "-".join(f"{s:g}" for s in self.scales)
+        if self.mode == "multiscale" and self.base == "native":
+            core += "@native"
+        return core + ("+flip" if self.flip else "")
+
+
+DEFAULT_TTA = TTAConfig()  # single-scale, no flip
+
+
+def window_starts(length: int, size: int, overlap: float) -> list[int]:
+    """Start offsets of windows of ``size`` covering ``length`` (one at 0 when length <= size)."""
+    if length <= size:
+        return [0]
+    stride = max(1, math.ceil(size * (1.0 - overlap)))
+    n = math.ceil((length - size) / stride) + 1
+    return [min(i * stride, length - size) for i in range(n)]
+
+
+def canvas_size(height: int, width: int, input_size: int, scale: float, base: CanvasBase) -> tuple[int, int]:
+    """(h, w) of the canvas the image is resized to at ``scale``."""
+    if base == "stretch":
+        side = max(1, round(scale * input_size))
+        return side, side
+    return max(1, round(scale * height)), max(1, round(scale * width))
+
+
+def count_windows(height: int, width: int, input_size: int, cfg: TTAConfig) -> int:
+    """Number of S x S windows (forward-pass images) :func:`predict_probs` runs for one image."""
+    views = 2 if cfg.flip else 1
+    if cfg.mode == "single":
+        return views
+    total = 0
+    for s in cfg.scales:
+        ch, cw = canvas_size(height, width, input_size, s, cfg.base)
+        total += len(window_starts(ch, input_size, cfg.overlap)) * len(window_starts(cw, input_size, cfg.overlap))
+    return total * views
+
+
+def _model_device(model: torch.nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    for b in model.buffers():
+        return b.device
+    return torch.device("cpu")
+
+
+def _image_tensor(image: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
+    """HxWx3 uint8 array (or (3,H,W) uint8 tensor) -> float (1, 3, H, W) in 0..255 on ``device``."""
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"expected an HxWx3 uint8 RGB image, got {image.dtype} array of shape {image.shape}")
+        arr = np.ascontiguousarray(image)
+        x = torch.from_numpy(arr if arr.flags.writeable else arr.copy()).permute(2, 0, 1)
+    elif isinstance(image, torch.Tensor) and image.ndim == 3 and image.shape[0] == 3 and image.dtype == torch.uint8:
+        x = image
+    else:
+        raise ValueError("expected an HxWx3 uint8 array or a (3, H, W) uint8 tensor")
+    return x.to(device=device, dtype=torch.float32)[None]
+
+
+def _resize_normalise(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(1,3,H,W) float 0..255 -> (1,3,h,w) in [-1, 1]; resampling as ``sam3.preprocess``."""
+    if tuple(x.shape[-2:]) != size:
+        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+        x = x.round().clamp_(0, 255)
+    return x / 127.5 - 1.0
+
+
+def _resize(p: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    if tuple(p.shape[-2:]) == size:
+        return p
+    return F.interpolate(p, size=size, mode="bilinear", align_corners=False)
+
+
+def _forward(model: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
+    out = model(batch)
+    if out.ndim != 4 or out.shape[0] != batch.shape[0] or tuple(out.shape[-2:]) != tuple(batch.shape[-2:]):
+        raise ValueError(f"model returned shape {tuple(out.shape)} for input {tuple(batch.shape)}; "
+                         f"expected (B, C, S, S) logits")
+    return out.float()
+
+
+def _canvas_logits(model: torch.nn.Module, canvas: torch.Tensor, size: int, cfg: TTAConfig) -> torch.Tensor:
+    """Average of overlapping window logits over a (1,3,h,w) normalised canvas -> (1,C,h,w)."""
+    _, _, h, w = canvas.shape
+    boxes = [(y, x) for y in window_starts(h, size, cfg.overlap) for x in window_starts(w, size, cfg.overlap)]
+    acc: torch.Tensor | None = None
+    count = torch.zeros((1, 1, h, w), device=canvas.device)
+    for i in range(0, len(boxes), cfg.window_batch):
+        chunk = boxes[i:i + cfg.window_batch]
+        batch = torch.zeros((len(chunk), 3, size, size), device=canvas.device)  # 0 = mid-grey padding
+        for j, (y, x) in enumerate(chunk):
+            crop = canvas[0, :, y:y + size, x:x + size]
+            batch[j, :, :crop.shape[1], :crop.shape[2]] = crop
+        logits = _forward(model, batch)
+        if acc is None:
+            acc = torch.zeros((1, logits.shape[1], h, w), device=canvas.device)
+        for j, (y, x) in enumerate(chunk):
+            hh, ww = min(size, h - y), min(size, w - x)
+            acc[0, :, y:y + hh, x:x + ww] += logits[j, :, :hh, :ww]
+            count[0, :, y:y + hh, x:x + ww] += 1
+    assert acc is not None
+    return acc / count
+
+
+def _low_res_probs(model: torch.nn.Module, image: np.ndarray | torch.Tensor, cfg: TTAConfig
+                   ) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Averaged probabilities (1, C, h, w) at the working resolution, and the image's (H, W)."""
+    size = int(model.image_size)
+    device = _model_device(model)
+    x = _image_tensor(image, device)
+    height, width = int(x.shape[-2]), int(x.shape[-1])
+    views = [False, True] if cfg.flip else [False]
+    if cfg.mode == "single":
+        canvases = [(size, size)]
+    else:
+        canvases = [canvas_size(height, width, size, s, cfg.base) for s in cfg.scales]
+    work = (min(height, max(c[0] for c in canvases)), min(width, max(c[1] for c in canvases)))
+    total: torch.Tensor | None = None
+    for canvas_hw in canvases:
+        for flip in views:
+            canvas = _resize_normalise(x.flip(-1) if flip else x, canvas_hw)
+            if cfg.mode == "single":
+                logits = _forward(model, canvas)
+            else:
+                logits = _canvas_logits(model, canvas, size, cfg)
+            probs = logits.softmax(dim=1)
+            probs = _resize(probs.flip(-1) if flip else probs, work)
+            total = probs if total is None else total.add_(probs)
+    assert total is not None
+    return total / (len(canvases) * len(views)), (height, width)
+
+
+@torch.no_grad()
+def predict_probs(model: torch.nn.Module, image: np.ndarray | torch.Tensor, cfg: TTAConfig = DEFAULT_TTA
+                  ) -> torch.Tensor:
+    """Class probabilities (C, H, W) float32 on the model's device for an HxWx3 uint8 RGB image."""
+    low, hw = _low_res_probs(model, image, cfg)
+    return _resize(low, hw)[0]
+
+
+def _source_index(out_len: int, in_len: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Bilinear (align_corners=False) source indices i0, i1 and weight of i1 for each output index."""
+    src = ((torch.arange(out_len, device=device, dtype=torch.float32) + 0.5) * (in_len / out_len) - 0.5)
+    src = src.clamp_(min=0)
+    i0 = src.floor().long().clamp_(max=in_len - 1)
+    i1 = (i0 + 1).clamp_(max=in_len - 1)
+    return i0, i1, src - i0
+
+
+def _upsample_argmax(p: torch.Tensor, hw: tuple[int, int], chunk: int = 1 << 18) -> torch.Tensor:
+    """argmax over C of ``p`` (C, h, w) bilinearly resized to ``hw``, without the C x H x W tensor.
+
+    Bilinear resizing is separable: the width pass is done in full at the low height (C x h x W);
+    in the height pass an output pixel lies between two rows, and where both rows have the same
+    argmax every convex combination of them has it too, so only pixels between rows of different
+    argmax are interpolated.
+    """
+    _, h, w = p.shape
+    if hw[0] * w < h * hw[1]:  # smaller intermediate when the height pass goes first
+        return _upsample_argmax(p.transpose(1, 2), (hw[1], hw[0]), chunk).t()
+    # width pass in channels-last memory: the (h, W, C) view below needs no copy
+    a = _resize(p[None].contiguous(memory_format=torch.channels_last), (h, hw[1]))
+    at = a.permute(0, 2, 3, 1)[0].contiguous()  # (h, W, C)
+    rows = at.argmax(-1)  # (h, W)
+    y0, y1, wy = _source_index(hw[0], h, p.device)
+    out = rows[y0]
+    iy, ix = torch.nonzero(out != rows[y1], as_tuple=True)
+    for s in range(0, iy.numel(), chunk):
+        ty, tx = iy[s:s + chunk], ix[s:s + chunk]
+        f = wy[ty, None]
+        v = at[y0[ty], tx] * (1 - f) + at[y1[ty], tx] * f  # (n, C), contiguous gathers
+        out[ty, tx] = v.argmax(1)
+    return out
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, image: np.ndarray | torch.Tensor, cfg: TTAConfig = DEFAULT_TTA) -> np.ndarray:
+    """HxW uint8 class-id map: the argmax of :func:`predict_probs`, computed without the C x H x W
+    probabilities (only pixels on low-resolution label boundaries are interpolated)."""
+    low, hw = _low_res_probs(model, image, cfg)
+    return _upsample_argmax(low[0], hw).to(torch.uint8).cpu().numpy()

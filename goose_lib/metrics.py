@@ -1,0 +1,252 @@
+"""Challenge metrics in two stages: confusion counts, then reductions.
+
+1. :class:`ConfusionMatrix` accumulates a (K, K) ``int64`` confusion matrix (rows = ground-truth
+   label, columns = prediction) over any number of (prediction, label) maps. Maps are numpy arrays
+   or torch tensors on any device (counted with ``torch.bincount`` on that device); label
+   :data:`~goose_lib.ontology.IGNORE_INDEX` (255) is ignored, any other id outside ``0..K-1``
+   (in the label or the prediction) raises :class:`MetricError`.
+2. :func:`compute_scores` reduces a confusion matrix to per-class IoU, mIoU, category IoU over
+   the non-void categories (the category confusion is derived from the class confusion via
+   ``ontology.class_to_category``, never from a second pass) and the challenge composite
+   ``(class mIoU + category mIoU) / 2``. All values are fractions in [0, 1], not percent.
+
+Void protocol (:class:`goose_lib.config.EvalProtocol`):
+
+- ``"ignore_void"``: ground-truth pixels of class 0 (undefined) are dropped before scoring
+  (the row of class 0 is zeroed) and class 0 gets no IoU. A prediction of class 0 on a non-void
+  pixel still counts as a miss for that pixel's class.
+- ``"void_as_class"``: class 0 is scored like any other class.
+
+In both protocols the void *category* is not scored (the category mIoU is over the 11 non-void
+categories), and a class (category) absent from both prediction and label after the protocol is
+applied has no IoU (NaN) and is left out of the means; :class:`Scores` lists them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from goose_lib.config import EvalProtocol
+from goose_lib.ontology import IGNORE_INDEX, Ontology
+
+DEFAULT_PROTOCOL = EvalProtocol()  # "ignore_void"
+_CHUNK = 1 << 18  # pixels per bincount chunk: keeps the uint16 index array in L2 cache
+
+
+class MetricError(ValueError):
+    """Maps that cannot be scored (ids out of range, mismatched shapes, non-integer dtypes)."""
+
+
+def _as_numpy_int(x: np.ndarray, what: str, where: str) -> np.ndarray:
+    if x.dtype == np.uint8:
+        return x
+    if not np.issubdtype(x.dtype, np.integer):
+        raise MetricError(f"{where}{what} has dtype {x.dtype}; expected integer class ids (uint8)")
+    if x.size:
+        lo, hi = int(x.min()), int(x.max())
+        if lo < 0 or hi > 255:
+            bad = lo if lo < 0 else hi
+            raise MetricError(f"{where}{what} holds id {bad}, outside 0..255")
+    return x.astype(np.uint8)
+
+
+class ConfusionMatrix:
+    """Accumulates the (K, K) confusion matrix of label (rows) against prediction (columns).
+
+    ``num_classes`` must be at most 255 (255 is the ignore label). ``counts`` is read-only in
+    spirit: use :meth:`reset` / :meth:`merge` to change it.
+    """
+
+    def __init__(self, num_classes: int = 64) -> None:
+        if not 1 <= num_classes <= IGNORE_INDEX:
+            raise ValueError(f"num_classes must be in 1..{IGNORE_INDEX}, got {num_classes}")
+        self.num_classes = num_classes
+        self.counts = np.zeros((num_classes, num_classes), dtype=np.int64)
+
+    def reset(self) -> None:
+        self.counts[:] = 0
+
+    def merge(self, other: ConfusionMatrix | np.ndarray) -> None:
+        """Add another matrix's counts (e.g. from a worker process)."""
+        c = other.counts if isinstance(other, ConfusionMatrix) else np.asarray(other)
+        if c.shape != self.counts.shape:
+            raise MetricError(f"cannot merge counts of shape {c.shape} into {self.counts.shape}")
+        self.counts += c
+
+    def update(self, pred: Any, label: Any, *, where: str | None = None) -> np.ndarray:
+        """Count one (prediction, label) pair; return this pair's own (K, K) counts.
+
+        ``pred``/``label``: integer maps of equal shape (HxW, or BxHxW), numpy arrays or torch
+        tensors (both on the same device). ``where`` (e.g. the label file) prefixes error messages.
+        """
+        prefix = f"{where}: " if where else ""
+        if tuple(pred.shape) != tuple(label.shape):
+            raise MetricError(f"{prefix}prediction shape {tuple(pred.shape)} != label shape "
+                              f"{tuple(label.shape)}")
+        try:
+            import torch
+        except ImportError:  # pragma: no cover - torch is a dependency
+            torch = None
+        if torch is not None and (isinstance(pred, torch.Tensor) or isinstance(label, torch.Tensor)):
+            if isinstance(pred, torch.Tensor) and isinstance(label, torch.Tensor) \
+                    and pred.device.type != "cpu":
+                raw = self._bincount_torch(pred, label, prefix)
+            else:
+                pred = pred.numpy(force=True) if isinstance(pred, torch.Tensor) else pred
+                label = label.numpy(force=True) if isinstance(label, torch.Tensor) else label
+                raw = self._bincount_numpy(np.asarray(pred), np.asarray(label), prefix)
+        else:
+            raw = self._bincount_numpy(np.asarray(pred), np.asarray(label), prefix)
+        own = self._check_rows(raw, prefix)
+        self.counts += own
+        return own
+
+    def _bincount_numpy(self, pred: np.ndarray, label: np.ndarray, prefix: str) -> np.ndarray:
+        k = self.num_classes
+        p = _as_numpy_int(pred, "prediction", prefix).reshape(-1)
+        lab = _as_numpy_int(label, "label", prefix).reshape(-1)
+        if p.size and int(p.max()) >= k:
+            raise MetricError(f"{prefix}prediction holds id {int(p.max())}, outside 0..{k - 1}")
+        out = np.zeros(256 * k, dtype=np.int64)
+        # label * K + pred fits uint16 for K <= 255; chunks keep the index array cache-resident.
+        for s in range(0, lab.size, _CHUNK):
+            idx = lab[s:s + _CHUNK].astype(np.uint16)
+            idx *= k
+            idx += p[s:s + _CHUNK]
+            out += np.bincount(idx, minlength=256 * k)
+        return out.reshape(256, k)
+
+    def _bincount_torch(self, pred: Any, label: Any, prefix: str) -> np.ndarray:
+        import torch
+
+        k = self.num_classes
+        for t, what in ((pred, "prediction"), (label, "label")):
+            if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
+                raise MetricError(f"{prefix}{what} has dtype {t.dtype}; expected integer class ids")
+        if label.dtype != torch.uint8 and label.numel():
+            lo, hi = torch.aminmax(label)
+            if int(lo) < 0 or int(hi) > 255:
+                raise MetricError(f"{prefix}label holds id {int(lo) if int(lo) < 0 else int(hi)}, "
+                                  f"outside 0..255")
+        if pred.numel():
+            lo, hi = torch.aminmax(pred)
+            if int(lo) < 0 or int(hi) >= k:
+                bad = int(lo) if int(lo) < 0 else int(hi)
+                raise MetricError(f"{prefix}prediction holds id {bad}, outside 0..{k - 1}")
+        idx = label.reshape(-1).to(torch.int32) * k + pred.reshape(-1).to(torch.int32)
+        return torch.bincount(idx, minlength=256 * k).cpu().numpy().reshape(256, k)
+
+    def _check_rows(self, raw: np.ndarray, prefix: str) -> np.ndarray:
+        k = self.num_classes
+        bad_rows = np.flatnonzero(raw[k:IGNORE_INDEX].sum(axis=1)) + k
+        if bad_rows.size:
+            raise MetricError(f"{prefix}label holds id(s) {bad_rows.tolist()[:10]} outside 0..{k - 1} "
+                              f"(and not the ignore value {IGNORE_INDEX})")
+        return raw[:k].copy()
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Reductions of one confusion matrix (fractions in [0, 1]; NaN = not scored).
+
+    ``class_iou``: (K,) float64; ``support``: (K,) int64 ground-truth pixels per class after the
+    protocol; ``category_iou``: {category name: IoU} for the non-void categories;
+    ``excluded_classes``: class ids without an IoU (absent from prediction and label, or class 0
+    under ``ignore_void``); ``excluded_categories``: non-void categories absent from both.
+    """
+
+    class_iou: np.ndarray
+    miou: float
+    category_iou: dict[str, float]
+    category_miou: float
+    composite: float
+    excluded_classes: list[int]
+    excluded_categories: list[str]
+    protocol: str
+    support: np.ndarray = field(repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: NaN -> None; keys miou, category_miou, composite, class_iou (list of K),
+        category_iou, protocol, excluded_classes, excluded_categories, support."""
+        def f(v: float) -> float | None:
+            return None if np.isnan(v) else float(v)
+
+        return {
+            "miou": f(self.miou), "category_miou": f(self.category_miou),
+            "composite": f(self.composite),
+            "class_iou": [f(v) for v in self.class_iou],
+            "category_iou": {k: f(v) for k, v in self.category_iou.items()},
+            "protocol": self.protocol,
+            "excluded_classes": list(self.excluded_classes),
+            "excluded_categories": list(self.excluded_categories),
+            "support": [int(v) for v in self.support],
+        }
+
+
+def _iou(counts: np.ndarray) -> np.ndarray:
+    tp = np.diag(counts).astype(np.float64)
+    union = counts.sum(axis=0) + counts.sum(axis=1) - tp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, tp / np.maximum(union, 1), np.nan)
+
+
+def _nanmean(x: np.ndarray) -> float:
+    x = np.asarray(x, dtype=np.float64)
+    return float(np.nan) if np.all(np.isnan(x)) else float(np.nanmean(x))
+
+
+def apply_protocol(counts: np.ndarray, protocol: EvalProtocol = DEFAULT_PROTOCOL) -> np.ndarray:
+    """The confusion matrix the protocol scores (``ignore_void`` zeroes ground-truth row 0)."""
+    out = np.array(counts, dtype=np.int64, copy=True)
+    if protocol.void == "ignore_void":
+        out[0, :] = 0
+    elif protocol.void != "void_as_class":
+        raise ValueError(f"unknown void protocol {protocol.void!r}")
+    return out
+
+
+def category_counts(counts: np.ndarray, ontology: Ontology) -> np.ndarray:
+    """(G, G) category confusion derived from the (K, K) class confusion."""
+    k = counts.shape[0]
+    if k != ontology.num_classes:
+        raise MetricError(f"confusion matrix has {k} classes, the ontology {ontology.num_classes}")
+    onehot = np.zeros((k, ontology.num_categories), dtype=np.int64)
+    onehot[np.arange(k), ontology.class_to_category] = 1
+    return onehot.T @ counts @ onehot
+
+
+def compute_scores(counts: np.ndarray, ontology: Ontology | None = None,
+                   protocol: EvalProtocol = DEFAULT_PROTOCOL) -> Scores:
+    """Class IoU, mIoU, category IoU / mIoU and composite of a (K, K) confusion matrix.
+
+    ``ontology`` defaults to the packaged GOOSE table. See the module docstring for the protocol.
+    """
+    ontology = ontology or Ontology.load()
+    c = apply_protocol(np.asarray(counts), protocol)
+    class_iou = _iou(c)
+    if protocol.void == "ignore_void":
+        class_iou[0] = np.nan
+    cat_iou_all = _iou(category_counts(c, ontology))
+    evaluated = ontology.evaluated_categories
+    cat_iou = {ontology.categories[g]: float(cat_iou_all[g]) for g in evaluated}
+    miou = _nanmean(class_iou)
+    cmiou = _nanmean(np.array(list(cat_iou.values())))
+    return Scores(
+        class_iou=class_iou, miou=miou, category_iou=cat_iou, category_miou=cmiou,
+        composite=(miou + cmiou) / 2.0,
+        excluded_classes=np.flatnonzero(np.isnan(class_iou)).tolist(),
+        excluded_categories=[n for n, v in cat_iou.items() if np.isnan(v)],
+        protocol=protocol.void, support=c.sum(axis=1),
+    )
+
+
+def score_maps(pred: Any, label: Any, ontology: Ontology | None = None,
+               protocol: EvalProtocol = DEFAULT_PROTOCOL) -> Scores:
+    """Scores of a single (prediction, label) pair (convenience for tests and notebooks)."""
+    ontology = ontology or Ontology.load()
+    cm = ConfusionMatrix(ontology.num_classes)
+    cm.update(pred, label)
+    return compute_scores(cm.counts, ontology, protocol)

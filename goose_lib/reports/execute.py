@@ -1,0 +1,197 @@
+"""Executing one notebook headless, in-process (papermill's Python API), into a run folder.
+
+A run folder ``<reports>/<run>/`` holds, when complete::
+
+    notebook.ipynb    the executed notebook (kept on failure, with papermill's error banner)
+    report.html       its HTML page (see goose_lib.reports.html)
+    params.json       {"notebook": path, "params": {...}} as executed
+    metrics.json      written by the notebook itself (goose_lib.reports.record.save_metrics)
+    provenance.json   code version, seed, hashes, libraries, device, wall time
+    run.json          the completion marker, written LAST: {"name", "notebook", "status":
+                      "ok"|"failed", "error", "error_cell", "key", "started", "finished",
+                      "wall_s", "cells_s", "overhead_s"}
+
+A folder without ``run.json`` is an interrupted run; the ablation runner redoes it. Concurrent
+writers are kept apart by a per-run lock file under ``<reports>/.locks/``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import time
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+
+from goose_lib.io import atomic_write_json, read_json
+from goose_lib.paths import repo_root
+from goose_lib.reports import provenance
+from goose_lib.reports.html import STATIC_DIR, HtmlReporter, reporter
+
+NOTEBOOK_FILE = "notebook.ipynb"
+HTML_FILE = "report.html"
+PARAMS_FILE = "params.json"
+PROVENANCE_FILE = "provenance.json"
+RECORD_FILE = "run.json"
+LOCK_DIR = ".locks"
+KERNEL_NAME = "python3"
+_RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+,-]*$")
+
+
+class RunSpecError(ValueError):
+    """A notebook that cannot be found or parameters it does not declare (raised before any
+    execution); the message starts with the offending file."""
+
+
+def notebooks_dir() -> Path:
+    """The checkout's ``notebooks/`` folder (where registered notebook names are looked up)."""
+    return repo_root() / "notebooks"
+
+
+def resolve_notebook(ref: str | os.PathLike, base: str | os.PathLike | None = None) -> Path:
+    """A notebook reference -> its file. ``"03_training"`` names ``notebooks/03_training.ipynb``;
+    anything ending in ``.ipynb`` is a path (relative to ``base``, default the cwd)."""
+    ref = str(ref)
+    if ref.endswith(".ipynb"):
+        path = Path(ref).expanduser()
+        if not path.is_absolute() and base is not None:
+            path = Path(base) / path
+    else:
+        path = notebooks_dir() / f"{ref}.ipynb"
+    if not path.is_file():
+        raise RunSpecError(f"{path}: notebook not found (give a name from notebooks/ or a .ipynb path)")
+    return path.resolve()
+
+
+def check_run_name(name: str) -> str:
+    """Run names become folder names: letters, digits and ``._=+,-``, not starting with . or _."""
+    if not _RUN_NAME.match(name):
+        raise RunSpecError(f"{name!r}: invalid run name (use letters, digits and ._=+,- ; "
+                           f"it must start with a letter or digit)")
+    return name
+
+
+def _registry(registry: Mapping[str, type] | None) -> Mapping[str, type]:
+    if registry is not None:
+        return registry
+    from goose_lib.params import NOTEBOOK_PARAMS
+
+    return NOTEBOOK_PARAMS
+
+
+def declared_params(notebook: Path, registry: Mapping[str, type] | None = None) -> dict[str, Any]:
+    """Parameter names -> defaults of a notebook: its ``goose_lib.params`` dataclass when the
+    notebook's stem is registered, else the names assigned in its ``parameters`` cell."""
+    import dataclasses
+
+    cls = _registry(registry).get(notebook.stem)
+    if cls is not None:
+        return {f.name: (f.default if f.default is not dataclasses.MISSING else None)
+                for f in dataclasses.fields(cls) if f.init}
+    import papermill
+
+    return {name: info["default"] for name, info in papermill.inspect_notebook(str(notebook)).items()}
+
+
+def check_params(notebook: Path, params: Mapping[str, Any], *, registry: Mapping[str, type] | None = None,
+                 types: bool = True) -> None:
+    """Reject unknown parameter names (and, with ``types``, wrong types via
+    ``goose_lib.config.validate``) before anything runs. Raises RunSpecError naming the file."""
+    from goose_lib.config import ParameterError, validate
+
+    cls = _registry(registry).get(notebook.stem)
+    known = declared_params(notebook, registry)
+    unknown = sorted(set(params) - set(known))
+    if unknown:
+        raise RunSpecError(f"{notebook}: unknown parameter(s) {unknown}; valid names are {sorted(known)}")
+    if types and cls is not None:
+        try:
+            validate(cls, params)
+        except ParameterError as exc:
+            raise RunSpecError(f"{notebook}: {exc}") from exc
+
+
+def lock(reports_dir: str | os.PathLike, name: str) -> FileLock:
+    """The inter-process lock of run ``name`` (``<reports>/.locks/<name>.lock``)."""
+    path = Path(reports_dir) / LOCK_DIR / f"{name}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(path))
+
+
+def read_record(run_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """The completion marker of a run, or None when the run is missing or incomplete."""
+    path = Path(run_dir) / RECORD_FILE
+    try:
+        return read_json(path)
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _cells_seconds(nb: Any) -> float:
+    return float(sum((c.get("metadata", {}).get("papermill", {}).get("duration") or 0.0)
+                     for c in nb.cells if c.cell_type == "code"))
+
+
+def execute_run(notebook: Path, run_dir: str | os.PathLike, params: Mapping[str, Any], *,
+                key: str | None = None, inputs: Mapping[str, Any] | None = None,
+                html: HtmlReporter | None = None, static_dir: str | os.PathLike | None = None,
+                seed: Any = None, registry: Mapping[str, type] | None = None) -> dict[str, Any]:
+    """Execute ``notebook`` with ``params`` in ``run_dir`` (its working directory) and write the
+    run folder described in the module docstring. Never raises for a failing notebook: the
+    returned record (also ``run.json``) has ``status == "failed"`` and the error. The caller
+    holds the run's lock. ``run_dir`` is emptied first (stale outputs of an interrupted run).
+    """
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    t0 = time.perf_counter()
+    started = _now()
+    run_dir = Path(run_dir).resolve()
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True)
+    params = dict(params)
+    if seed is None:
+        seed = params.get("seed", declared_params(notebook, registry).get("seed"))
+    atomic_write_json(run_dir / PARAMS_FILE, {"notebook": str(notebook), "params": params})
+    record: dict[str, Any] = {"name": run_dir.name, "notebook": notebook.stem, "status": "ok",
+                              "error": None, "error_cell": None, "key": key, "started": started}
+    nb = None
+    cells_s = 0.0
+    try:
+        if inputs is None:
+            inputs = provenance.input_fingerprints(params, run_dir)
+        nb = papermill.execute_notebook(
+            str(notebook), str(run_dir / NOTEBOOK_FILE), parameters=params, kernel_name=KERNEL_NAME,
+            cwd=str(run_dir), progress_bar=False, log_output=False, shutdown_kernel="immediate")
+    except PapermillExecutionError as exc:
+        record.update(status="failed", error=f"{exc.ename}: {exc.evalue}", error_cell=exc.exec_count)
+    except Exception as exc:  # noqa: BLE001 - a dead kernel, an unreadable notebook: keep going
+        record.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+    if nb is None and (run_dir / NOTEBOOK_FILE).is_file():
+        import nbformat
+
+        nb = nbformat.read(run_dir / NOTEBOOK_FILE, as_version=4)
+    if nb is not None:
+        cells_s = _cells_seconds(nb)
+        static = Path(static_dir) if static_dir is not None else run_dir.parent / STATIC_DIR
+        (html or reporter()).write(nb, run_dir / HTML_FILE, static)
+        record["html"] = HTML_FILE
+    wall_s = time.perf_counter() - t0
+    atomic_write_json(run_dir / PROVENANCE_FILE, provenance.collect(
+        notebook=str(notebook), params=params, inputs=inputs or {}, seed=seed, started=started,
+        wall_s=wall_s, key=key))
+    wall_s = time.perf_counter() - t0
+    record.update(finished=_now(), wall_s=round(wall_s, 3), cells_s=round(cells_s, 3),
+                  overhead_s=round(wall_s - cells_s, 3))
+    atomic_write_json(run_dir / RECORD_FILE, record)
+    return record

@@ -1,0 +1,199 @@
+"""Optional short fine-tuning of the teacher's prompt encoder and mask decoder on ground truth.
+
+A tiny random SAM3 (the embedded default) is no useful teacher; this adapts its box-prompted
+decoder on the training split's oracle boxes and their object masks so the embedded pipeline has
+a meaningful teacher. Off by default for real checkpoints (``AdaptConfig.steps = 0``).
+
+What is trained: ``prompt_encoder.*`` and ``mask_decoder.*`` except ``mask_decoder.conv_s0/
+conv_s1`` (they are applied inside ``get_image_features``, whose outputs are computed ONCE per
+image here and kept in memory); the vision encoder and ``no_memory_embedding`` stay frozen.
+Loss per box: the best of the multimask candidates under BCE + Dice against the object's mask
+(resized to the 4g x 4g mask frame), plus the MSE of the predicted IoU of every candidate
+against its actual IoU (SAM's recipe). The result is written as a copy of the base checkpoint
+folder with those tensors replaced in the folder's own key layout, so ``models.sam3.load_tracker``
+loads it strictly and ``checkpoint_fingerprint`` differs from the base.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from goose_lib.teacher.boxes import BoxParams, boxes_from_labels
+from goose_lib.teacher.prompt import encode_image, tracker_image_size
+
+FROZEN_DECODER = ("mask_decoder.conv_s0.", "mask_decoder.conv_s1.")
+
+
+@dataclass(frozen=True)
+class AdaptConfig:
+    """Teacher adaptation parameters (``steps = 0`` disables it)."""
+
+    steps: int = 0  # optimiser steps; 0 = no adaptation
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    images_per_step: int = 4
+    boxes_per_image: int = 8  # random subset of an image's boxes per step
+    limit: int | None = None  # first N training samples; None = all
+    seed: int = 0
+    no_memory_level: str = "original"  # as TeacherConfig.no_memory_level (embeddings used for training)
+
+    def __post_init__(self) -> None:
+        if self.steps < 0 or self.images_per_step < 1 or self.boxes_per_image < 1 or self.lr <= 0:
+            raise ValueError("steps >= 0, images_per_step >= 1, boxes_per_image >= 1 and lr > 0 are required")
+
+
+def trainable_names(model: torch.nn.Module) -> list[str]:
+    """Parameter names adapted (see module doc)."""
+    return [n for n, _ in model.named_parameters()
+            if n.startswith(("prompt_encoder.", "mask_decoder.")) and not n.startswith(FROZEN_DECODER)]
+
+
+def _prepare(model: torch.nn.Module, samples: Sequence[Any], box_params: BoxParams,
+             no_memory_level: str, progress: bool) -> list[dict[str, Any]]:
+    """Per image: embeddings (computed once), model-frame boxes (n,4) and target masks (n,4g,4g)."""
+    from tqdm.auto import tqdm
+
+    from goose_lib.data.dataset import load_sample
+    from goose_lib.models.sam3 import preprocess
+
+    size = tracker_image_size(model)
+    dev = next(model.parameters()).device
+    data = []
+    for s in tqdm(list(samples), desc="adapt: embeddings", disable=not progress):
+        item = load_sample(s)
+        if item.get("label") is None:
+            continue
+        bs = boxes_from_labels(item["label"], item.get("instances"), params=box_params, return_masks=True)
+        if len(bs) == 0:
+            continue
+        emb = [e.detach() for e in encode_image(model, preprocess(item["image"], size).to(dev), no_memory_level)]
+        mask_size = emb[0].shape[-2:]
+        masks = torch.from_numpy(np.stack(bs.masks)).float()[:, None]
+        target = (F.interpolate(masks, size=mask_size, mode="area")[:, 0] >= 0.5).float()
+        scale = np.array([size / bs.width, size / bs.height] * 2, np.float32)
+        inside = torch.zeros_like(target)
+        mh, mw = mask_size
+        fx, fy = mw / bs.width, mh / bs.height
+        for j, (x1, y1, x2, y2) in enumerate(bs.xyxy):
+            inside[j, int(y1 * fy):max(int(np.ceil(y2 * fy)), int(y1 * fy) + 1),
+                   int(x1 * fx):max(int(np.ceil(x2 * fx)), int(x1 * fx) + 1)] = 1.0
+        data.append({"emb": emb, "boxes": torch.from_numpy(bs.xyxy * scale), "target": target.to(dev),
+                     "inside": inside.to(dev)})
+    return data
+
+
+def _box_loss(logits: torch.Tensor, iou_pred: torch.Tensor, target: torch.Tensor,
+              inside: torch.Tensor) -> torch.Tensor:
+    """logits (n,k,h,w), iou_pred (n,k), target and inside-the-box mask (n,h,w) -> scalar.
+
+    BCE and Dice count only pixels inside each box (the teacher's masks are clipped to their
+    boxes), which keeps foreground and background balanced; best candidate + IoU head MSE."""
+    t = target[:, None].expand_as(logits)
+    w = inside[:, None].expand_as(logits)
+    area = w.sum(dim=(-2, -1)).clamp_min(1)
+    bce = (F.binary_cross_entropy_with_logits(logits, t, reduction="none") * w).sum(dim=(-2, -1)) / area
+    p = torch.sigmoid(logits) * w
+    inter = (p * t).sum(dim=(-2, -1))
+    dice = 1 - (2 * inter + 1) / (p.sum(dim=(-2, -1)) + (t * w).sum(dim=(-2, -1)) + 1)
+    per = bce + dice  # (n, k)
+    best = per.min(dim=1).values
+    with torch.no_grad():
+        hard = (logits > 0).float() * w
+        i = (hard * t).sum(dim=(-2, -1))
+        u = ((hard + t) > 0).float().sum(dim=(-2, -1)).clamp_min(1)
+        actual = i / u
+    return best.mean() + F.mse_loss(iou_pred, actual)
+
+
+def adapt_teacher(model: torch.nn.Module, samples: Sequence[Any], cfg: AdaptConfig,
+                  box_params: BoxParams = BoxParams(), *, progress: bool = True) -> list[float]:
+    """Fine-tune ``model`` (a Sam3TrackerModel) in place; returns the loss per step."""
+    from tqdm.auto import tqdm
+
+    if cfg.steps == 0:
+        return []
+    samples = list(samples)[: cfg.limit] if cfg.limit else list(samples)
+    data = _prepare(model, samples, box_params, cfg.no_memory_level, progress)
+    if not data:
+        raise ValueError("adapt_teacher: no training sample has a box; nothing to adapt on")
+    names = set(trainable_names(model))
+    params = []
+    for n, p in model.named_parameters():
+        p.requires_grad_(n in names)
+        if n in names:
+            params.append(p)
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    rng = np.random.default_rng(cfg.seed)
+    model.train()
+    losses: list[float] = []
+    dev = next(model.parameters()).device
+    try:
+        for _ in tqdm(range(cfg.steps), desc="adapt", disable=not progress):
+            opt.zero_grad(set_to_none=True)
+            picks = rng.choice(len(data), size=min(cfg.images_per_step, len(data)), replace=False)
+            total = 0.0
+            for j in picks:
+                d = data[int(j)]
+                n = d["boxes"].shape[0]
+                sel = torch.from_numpy(rng.choice(n, size=min(cfg.boxes_per_image, n), replace=False))
+                out = model(image_embeddings=d["emb"], input_boxes=d["boxes"][sel][None].to(dev), multimask_output=True)
+                sel = sel.to(dev)
+                loss = _box_loss(out.pred_masks[0], out.iou_scores[0], d["target"][sel], d["inside"][sel])
+                (loss / len(picks)).backward()
+                total += float(loss.detach()) / len(picks)
+            opt.step()
+            losses.append(total)
+    finally:
+        model.eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+    return losses
+
+
+def save_adapted(model: torch.nn.Module, base: str | os.PathLike, out: str | os.PathLike) -> Path:
+    """Copy the checkpoint folder ``base`` to ``out`` with the adapted tensors replaced.
+
+    Each adapted tensor is matched to the one key of the base file that ends with its name and
+    (among several) starts with ``tracker_model.``; written to a temporary folder, then renamed.
+    """
+    from safetensors.torch import load_file, save_file
+
+    base, out = Path(base), Path(out)
+    files = sorted(base.glob("*.safetensors"))
+    if len(files) != 1:
+        raise ValueError(f"{base}: adaptation supports one model.safetensors file, found {[f.name for f in files]}")
+    state = load_file(str(files[0]))
+    own = dict(model.state_dict())
+    for name in trainable_names(model):
+        cands = [k for k in state if k == name or k.endswith("." + name)]
+        if len(cands) > 1:
+            cands = [k for k in cands if k.startswith("tracker_model.")] or cands
+        if len(cands) != 1:
+            raise ValueError(f"{files[0]}: cannot place adapted tensor {name!r} (candidates {cands[:4]})")
+        if tuple(state[cands[0]].shape) != tuple(own[name].shape):
+            raise ValueError(f"{files[0]}: key {cands[0]} has shape {tuple(state[cands[0]].shape)}, "
+                             f"adapted {name} {tuple(own[name].shape)}")
+        state[cands[0]] = own[name].detach().to("cpu", state[cands[0]].dtype).contiguous()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    try:
+        for f in base.iterdir():
+            if f.is_file() and f.suffix != ".safetensors":
+                shutil.copy2(f, tmp / f.name)
+        save_file(state, str(tmp / files[0].name), metadata={"format": "pt"})
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out

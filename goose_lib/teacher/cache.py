@@ -1,0 +1,197 @@
+"""The on-disk teacher cache: teacher maps of a split, computed once, read by training.
+
+Layout (one folder per key, so changing a parameter never overwrites another key's results)::
+
+    <cache_root>/<key_hash[:16]>/manifest.json          the key (below), written first
+    <cache_root>/<key_hash[:16]>/items/<sample key>.npz  one compressed npz per sample
+
+The key is the checkpoint fingerprint (``models.sam3.checkpoint_fingerprint``) plus every
+parameter that changes results (:meth:`TeacherConfig.result_key`, :class:`BoxParams`, the box
+source and, for predicted boxes, the predictor's id). Each item also stores the key hash and a
+signature of its source files (size + mtime of image / label / instances): an item whose key
+hash differs (a foreign cache copied in) or whose sources changed is recomputed, nothing else.
+
+Item arrays: ``teacher_cls``, ``teacher_prob``, ``teacher_region`` (uint8 HxW, see
+``teacher.prompt``), ``boxes`` float32 (N,4) image-frame xyxy, ``box_classes`` int64 (N,),
+``box_sources`` uint8 (N,) index into ``boxes.SOURCES``, ``box_scores`` float32 (N,),
+``key_hash`` and ``source_sig`` (0-d str arrays).
+
+Writes are atomic (``goose_lib.io``): an interrupted run leaves only finished items, and the
+next run skips them (resume). ``shard=(i, n)`` processes samples ``i, i+n, ...`` so a cluster
+job array can split a split; all shards share the folder.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Literal, Sequence
+
+import numpy as np
+
+from goose_lib.config import to_dict
+from goose_lib.io import atomic_write_bytes, atomic_write_json, read_json, sha256_json
+from goose_lib.teacher.boxes import SOURCES, BoxParams, BoxSet, boxes_from_labels, boxes_from_prediction
+from goose_lib.teacher.prompt import TeacherConfig, TeacherMaps
+
+CACHE_VERSION = 1
+MANIFEST = "manifest.json"
+MAP_NAMES = ("teacher_cls", "teacher_prob", "teacher_region")
+
+
+class TeacherCacheError(ValueError):
+    """A cache folder that cannot be used as asked; the message names the folder or file."""
+
+
+def cache_key(fingerprint: str, teacher_cfg: TeacherConfig = TeacherConfig(), box_params: BoxParams = BoxParams(),
+              *, box_source: Literal["gt", "prediction"] = "gt", predictor_id: str = "") -> dict[str, Any]:
+    """Everything a cached result depends on, as a JSON-ready dict."""
+    return {"version": CACHE_VERSION, "checkpoint_fingerprint": fingerprint,
+            "teacher": teacher_cfg.result_key(), "boxes": to_dict(box_params), "box_source": box_source,
+            "predictor_id": predictor_id if box_source == "prediction" else ""}
+
+
+def key_dir(cache_root: str | os.PathLike, key: dict[str, Any]) -> Path:
+    """The folder of one key under a cache root."""
+    return Path(cache_root) / sha256_json(key)[:16]
+
+
+def source_signature(sample: Any) -> str:
+    """size:mtime_ns of the sample's image / label / instance files (changes when they change)."""
+    parts = []
+    for p in (sample.image, sample.labelids, sample.instanceids):
+        if p is None:
+            parts.append("-")
+        else:
+            st = Path(p).stat()
+            parts.append(f"{st.st_size}:{st.st_mtime_ns}")
+    return "|".join(parts)
+
+
+def item_path(folder: str | os.PathLike, sample_key: str) -> Path:
+    return Path(folder) / "items" / f"{sample_key}.npz"
+
+
+def write_item(path: Path, maps: TeacherMaps, key_hash: str, source_sig: str) -> None:
+    """One sample's teacher output as a compressed npz, atomically."""
+    buf = io.BytesIO()
+    b = maps.boxes
+    np.savez_compressed(
+        buf, teacher_cls=maps.teacher_cls, teacher_prob=maps.teacher_prob, teacher_region=maps.teacher_region,
+        boxes=b.xyxy.astype(np.float32), box_classes=b.classes.astype(np.int64),
+        box_sources=np.array([SOURCES.index(s) for s in b.sources], np.uint8),
+        box_scores=maps.box_scores.astype(np.float32), key_hash=np.array(key_hash), source_sig=np.array(source_sig))
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def read_item(path: str | os.PathLike) -> dict[str, Any]:
+    """An item as a dict: the three maps, ``boxes`` (a BoxSet), ``box_scores``, ``key_hash``, ``source_sig``."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            d = {k: z[k] for k in z.files}
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # zipfile / ValueError on a truncated or foreign file
+        raise TeacherCacheError(f"{path}: unreadable teacher cache item ({exc}); delete it to recompute") from exc
+    missing = [k for k in (*MAP_NAMES, "boxes", "box_classes", "box_sources", "key_hash") if k not in d]
+    if missing:
+        raise TeacherCacheError(f"{path}: teacher cache item lacks {missing}; delete it to recompute")
+    h, w = d["teacher_cls"].shape
+    boxes = BoxSet(d["boxes"].reshape(-1, 4), d["box_classes"], tuple(SOURCES[i] for i in d["box_sources"]),
+                   np.zeros(len(d["box_classes"]), np.int64), h, w)
+    out = {k: d[k] for k in MAP_NAMES}
+    out.update(boxes=boxes, box_scores=d.get("box_scores", np.zeros(len(boxes), np.float32)),
+               key_hash=str(d["key_hash"]), source_sig=str(d.get("source_sig", "")))
+    return out
+
+
+@dataclass(frozen=True)
+class CacheReport:
+    """What one :func:`build_teacher_cache` call did."""
+
+    folder: Path
+    total: int  # samples in this shard
+    computed: int
+    reused: int
+
+
+def open_cache(folder: str | os.PathLike, *, expected_key: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Read and check a key folder's manifest. With ``expected_key``, a cache written with another
+    checkpoint or other parameters raises :class:`TeacherCacheError` (it is never reused)."""
+    folder = Path(folder)
+    path = folder / MANIFEST
+    if not path.exists():
+        raise TeacherCacheError(f"{folder}: not a teacher cache (no {MANIFEST}); build it with "
+                                "goose teacher or teacher.cache.build_teacher_cache")
+    manifest = read_json(path)
+    if expected_key is not None and manifest.get("key") != expected_key:
+        diff = sorted(k for k in set(expected_key) | set(manifest.get("key", {}))
+                      if expected_key.get(k) != manifest.get("key", {}).get(k))
+        raise TeacherCacheError(f"{path}: teacher cache was written with a different {diff} "
+                                "(e.g. another checkpoint); rebuild it for this one")
+    return manifest
+
+
+def build_teacher_cache(samples: Sequence[Any], cache_root: str | os.PathLike, *, fingerprint: str,
+                        teacher: Callable[[], Any] | Any, teacher_cfg: TeacherConfig = TeacherConfig(),
+                        box_params: BoxParams = BoxParams(), box_source: Literal["gt", "prediction"] = "gt",
+                        predict_fn: Callable[[np.ndarray], np.ndarray] | None = None, predictor_id: str = "",
+                        shard: tuple[int, int] = (0, 1), num_classes: int = 64,
+                        progress: bool = True) -> CacheReport:
+    """Compute missing teacher items of ``samples`` (``data.layout.Sample``) under ``cache_root``.
+
+    ``teacher``: a ``prompt.Teacher`` or a zero-argument factory returning one, called only if
+    something must be computed (a fully cached split loads no model). ``box_source="prediction"``
+    needs ``predict_fn`` (image HxWx3 uint8 -> HxW uint8) and a ``predictor_id`` naming it
+    (e.g. the student checkpoint's hash) for the key.
+    """
+    from tqdm.auto import tqdm
+
+    from goose_lib.data.dataset import load_sample
+
+    i, n = shard
+    if not (n >= 1 and 0 <= i < n):
+        raise ValueError(f"shard must be (i, n) with 0 <= i < n, got {shard}")
+    if box_source == "prediction" and (predict_fn is None or not predictor_id):
+        raise ValueError("box_source='prediction' needs predict_fn and predictor_id")
+    key = cache_key(fingerprint, teacher_cfg, box_params, box_source=box_source, predictor_id=predictor_id)
+    key_hash = sha256_json(key)
+    folder = key_dir(cache_root, key)
+    if (folder / MANIFEST).exists():
+        open_cache(folder, expected_key=key)
+    else:
+        atomic_write_json(folder / MANIFEST, {"key": key, "key_hash": key_hash})
+    mine = list(samples)[i::n]
+    todo = []
+    for s in mine:
+        p = item_path(folder, s.key)
+        if p.exists():
+            try:
+                it = read_item(p)
+                if it["key_hash"] == key_hash and it["source_sig"] == source_signature(s):
+                    continue
+            except TeacherCacheError:
+                pass
+        todo.append(s)
+    model = None
+    for s in tqdm(todo, desc="teacher", disable=not progress or not todo):
+        if model is None:
+            model = teacher() if callable(teacher) and not hasattr(teacher, "predict") else teacher
+        item = load_sample(s, num_classes=num_classes)
+        if box_source == "gt":
+            if item.get("label") is None:
+                raise TeacherCacheError(f"{s.image}: no label for ground-truth boxes; use box_source='prediction'")
+            boxes = boxes_from_labels(item["label"], item.get("instances"), params=box_params)
+        else:
+            boxes = boxes_from_prediction(predict_fn(item["image"]), params=box_params)
+        maps = model.predict([item["image"]], [boxes])[0]
+        write_item(item_path(folder, s.key), maps, key_hash, source_signature(s))
+    return CacheReport(folder, len(mine), len(todo), len(mine) - len(todo))
+
+
+def missing_items(folder: str | os.PathLike, samples: Sequence[Any]) -> list[str]:
+    """Sample keys of ``samples`` without an item in the key folder."""
+    return [s.key for s in samples if not item_path(folder, s.key).exists()]

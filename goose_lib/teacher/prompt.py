@@ -1,0 +1,231 @@
+"""The SAM3 teacher: box-prompted masks from ``Sam3TrackerModel`` (one mask per box).
+
+Each image is encoded ONCE (:meth:`Teacher.encode`); all its boxes are decoded from those
+embeddings in chunks of ``box_batch`` boxes, several images at a time with their box lists
+padded to equal length (padding results are dropped). Boxes go to the model in xyxy pixels of
+the model-input frame (the image stretched to ``image_size`` squared).
+
+``no_memory_embedding``: transformers 5.23 adds it to the coarsest FPN level (x0.5), which the
+tracker then discards, while the original SAM3 predictor adds it to the g x g (x1) map that the
+mask decoder reads. ``TeacherConfig.no_memory_level="original"`` (default) computes the
+embeddings here and adds it to the x1 level, like the original; ``"transformers"`` reproduces
+the transformers behaviour (tested against ``Sam3TrackerModel.get_image_embeddings``).
+
+Composition rule (per image, at image resolution; see :func:`compose`): each box's mask
+probability (sigmoid of the upsampled logits of the candidate with the highest predicted IoU)
+counts only inside its own box. Per class c, P_c = the max over the boxes of c covering the
+pixel. ``teacher_region`` = the covering class with the highest P_c (255 outside every box);
+``teacher_prob`` = round(255 * P_region) (0 outside boxes); ``teacher_cls`` = the region's class
+where P_region >= ``mask_threshold`` and no other covering class has P >= ``mask_threshold``
+within ``tie_margin`` of it; else 255 (none).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from goose_lib.ontology import IGNORE_INDEX
+from goose_lib.teacher.boxes import BoxSet, box_pixels
+
+NONE = IGNORE_INDEX  # value of teacher_cls / teacher_region where the teacher says nothing
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    """How SAM3 turns boxes into a teacher map (fields marked * do not change the result)."""
+
+    multimask: bool = True  # 3 candidates per box, keep the highest predicted IoU; False: 1 mask
+    mask_threshold: float = 0.5  # teacher_cls needs P >= this
+    tie_margin: float = 0.05  # two classes above threshold within this of each other -> none
+    no_memory_level: Literal["original", "transformers"] = "original"  # see module doc
+    box_batch: int = 64  # * boxes decoded per call (per image)
+    image_batch: int = 1  # * images encoded per call
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.mask_threshold < 1.0:
+            raise ValueError(f"mask_threshold must be in (0, 1), got {self.mask_threshold}")
+        if self.tie_margin < 0:
+            raise ValueError(f"tie_margin must be >= 0, got {self.tie_margin}")
+        if self.box_batch < 1 or self.image_batch < 1:
+            raise ValueError("box_batch and image_batch must be >= 1")
+
+    def result_key(self) -> dict[str, Any]:
+        """The fields that change teacher outputs (for cache keys)."""
+        return {"multimask": self.multimask, "mask_threshold": self.mask_threshold,
+                "tie_margin": self.tie_margin, "no_memory_level": self.no_memory_level}
+
+
+@dataclass(frozen=True)
+class TeacherMaps:
+    """Teacher output of one image: three HxW uint8 maps (see module doc) and the boxes used."""
+
+    teacher_cls: np.ndarray
+    teacher_prob: np.ndarray
+    teacher_region: np.ndarray
+    boxes: BoxSet
+    box_scores: np.ndarray  # (N,) float32 predicted IoU of each box's chosen mask
+
+
+def tracker_image_size(model: torch.nn.Module) -> int:
+    """The fixed input size of a Sam3TrackerModel."""
+    size = model.config.prompt_encoder_config.image_size
+    return int(size[0] if isinstance(size, (list, tuple)) else size)
+
+
+class Teacher:
+    """A Sam3TrackerModel wrapped for box prompting. ``calls`` counts encoder / decoder calls."""
+
+    def __init__(self, model: torch.nn.Module, cfg: TeacherConfig = TeacherConfig()) -> None:
+        self.model = model.eval()
+        self.cfg = cfg
+        self.image_size = tracker_image_size(model)
+        self.calls = {"encode": 0, "decode": 0, "images": 0}
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    def encode(self, pixel_values: torch.Tensor) -> list[torch.Tensor]:
+        """(B,3,S,S) float in [-1,1] -> the decoder's embeddings, finest first:
+        [(B,C0,4g,4g), (B,C1,2g,2g), (B,C,g,g)], with ``no_memory_embedding`` added per
+        ``cfg.no_memory_level``."""
+        self.calls["encode"] += 1
+        return encode_image(self.model, pixel_values, self.cfg.no_memory_level)
+
+    @torch.no_grad()
+    def decode(self, embeddings: list[torch.Tensor], boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """boxes (B, n, 4) model-frame xyxy -> (logits (B, n, 4g, 4g), iou (B, n)) of the chosen mask."""
+        self.calls["decode"] += 1
+        out = self.model(image_embeddings=embeddings, input_boxes=boxes, multimask_output=self.cfg.multimask)
+        masks, iou = out.pred_masks, out.iou_scores  # (B, n, k, h, w), (B, n, k)
+        best = iou.argmax(dim=-1)  # (B, n)
+        idx = best[..., None, None, None].expand(-1, -1, 1, *masks.shape[-2:])
+        logits = masks.gather(2, idx).squeeze(2)
+        return logits, iou.gather(2, best[..., None]).squeeze(-1)
+
+    @torch.no_grad()
+    def predict(self, images: Sequence[np.ndarray], boxsets: Sequence[BoxSet]) -> list[TeacherMaps]:
+        """Teacher maps for a few images (HxWx3 uint8 each) with their boxes (image frame)."""
+        from goose_lib.models.sam3 import preprocess
+
+        if len(images) != len(boxsets):
+            raise ValueError(f"{len(images)} images but {len(boxsets)} box sets")
+        results: list[TeacherMaps] = []
+        for start in range(0, len(images), self.cfg.image_batch):
+            imgs = list(images[start:start + self.cfg.image_batch])
+            sets = list(boxsets[start:start + self.cfg.image_batch])
+            results.extend(self._predict_batch(imgs, sets, preprocess))
+        return results
+
+    def _predict_batch(self, images: list[np.ndarray], sets: list[BoxSet], preprocess: Any) -> list[TeacherMaps]:
+        for img, bs in zip(images, sets):
+            if img.shape[:2] != (bs.height, bs.width):
+                raise ValueError(f"image of shape {img.shape[:2]} but boxes for {(bs.height, bs.width)}")
+        self.calls["images"] += len(images)
+        nmax = max(len(bs) for bs in sets)
+        logits_per = [[] for _ in sets]
+        scores_per = [[] for _ in sets]
+        if nmax:
+            x = torch.cat([preprocess(img, self.image_size) for img in images]).to(self.device, self.dtype)
+            emb = self.encode(x)
+            s = self.image_size
+            for lo in range(0, nmax, self.cfg.box_batch):
+                hi = min(lo + self.cfg.box_batch, nmax)
+                boxes = torch.zeros(len(sets), hi - lo, 4)
+                boxes[..., 2:] = 1.0  # padding box (dropped below)
+                for b, bs in enumerate(sets):
+                    part = bs.xyxy[lo:hi]
+                    if len(part):
+                        scale = np.array([s / bs.width, s / bs.height] * 2, np.float32)
+                        boxes[b, : len(part)] = torch.from_numpy(part * scale)
+                logits, iou = self.decode(emb, boxes.to(self.device, self.dtype))
+                for b, bs in enumerate(sets):
+                    k = max(0, min(hi, len(bs)) - lo)
+                    logits_per[b].append(logits[b, :k].float().cpu())
+                    scores_per[b].append(iou[b, :k].float().cpu())
+        out = []
+        for b, bs in enumerate(sets):
+            lg = torch.cat(logits_per[b]) if logits_per[b] else torch.zeros(0, 1, 1)
+            sc = torch.cat(scores_per[b]).numpy() if scores_per[b] else np.zeros(0, np.float32)
+            cls, prob, region = compose(lg, bs, self.cfg.mask_threshold, self.cfg.tie_margin)
+            out.append(TeacherMaps(cls, prob, region, bs, sc.astype(np.float32)))
+        return out
+
+
+def encode_image(model: torch.nn.Module, pixel_values: torch.Tensor,
+                 no_memory_level: Literal["original", "transformers"] = "original") -> list[torch.Tensor]:
+    """Image embeddings for the tracker's mask decoder (see :meth:`Teacher.encode`).
+
+    ``"transformers"`` equals ``model.get_image_embeddings(pixel_values)`` in transformers 5.23
+    (the embedding lands on the discarded x0.5 level); ``"original"`` adds it to the x1 level.
+    """
+    with torch.no_grad():
+        feats = model.get_image_features(pixel_values, return_dict=True).fpn_hidden_states
+    sizes = model.backbone_feature_sizes
+    bsz = pixel_values.shape[0]
+    emb = [f.permute(1, 2, 0).reshape(bsz, -1, *size) for f, size in zip(feats, sizes)]
+    if no_memory_level == "original":
+        emb[-1] = emb[-1] + model.no_memory_embedding.reshape(1, -1, 1, 1)
+    elif no_memory_level != "transformers":
+        raise ValueError(f"no_memory_level must be 'original' or 'transformers', got {no_memory_level!r}")
+    return emb
+
+
+def compose(logits: torch.Tensor, boxes: BoxSet, threshold: float = 0.5,
+            tie_margin: float = 0.05) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-box mask logits (N, h, w) in the model frame -> (teacher_cls, teacher_prob,
+    teacher_region), HxW uint8 each, by the rule in the module doc."""
+    h, w = boxes.height, boxes.width
+    cls_map = np.full((h, w), NONE, np.uint8)
+    prob_map = np.zeros((h, w), np.uint8)
+    region_map = np.full((h, w), NONE, np.uint8)
+    if len(boxes) == 0:
+        return cls_map, prob_map, region_map
+    classes = np.unique(boxes.classes)
+    # per-class max probability inside the class's boxes; -1 where no box of the class covers
+    per_class = torch.full((len(classes), h, w), -1.0)
+    pix = box_pixels(boxes.xyxy, h, w)
+    cls_index = {int(c): i for i, c in enumerate(classes)}
+    for lo in range(0, len(boxes), 16):  # bound memory: 16 upsampled masks at a time
+        up = torch.sigmoid(F.interpolate(logits[lo:lo + 16, None].float(), size=(h, w), mode="bilinear",
+                                         align_corners=False))[:, 0]
+        for j in range(up.shape[0]):
+            x1, y1, x2, y2 = pix[lo + j]
+            k = cls_index[int(boxes.classes[lo + j])]
+            per_class[k, y1:y2, x1:x2] = torch.maximum(per_class[k, y1:y2, x1:x2], up[j, y1:y2, x1:x2])
+    if len(classes) > 1:
+        top2, arg = per_class.topk(2, dim=0)
+        best, second = top2[0], top2[1]
+    else:
+        best, arg = per_class[0], torch.zeros((1, h, w), dtype=torch.long)
+        second = torch.full((h, w), -1.0)
+    covered = best >= 0
+    region_cls = torch.from_numpy(classes.astype(np.int64))[arg[0]]
+    confident = covered & (best >= threshold)
+    tie = confident & (second >= threshold) & (best - second < tie_margin)
+    region_np = region_cls.numpy()
+    cov = covered.numpy()
+    region_map[cov] = region_np[cov]
+    prob_map[cov] = np.round(best.clamp(0, 1).numpy()[cov] * 255).astype(np.uint8)
+    ok = (confident & ~tie).numpy()
+    cls_map[ok] = region_np[ok]
+    return cls_map, prob_map, region_map
+
+
+def load_teacher(checkpoint: str = "embedded", *, cfg: TeacherConfig = TeacherConfig(),
+                 device: str = "auto", dtype: torch.dtype = torch.float32) -> Teacher:
+    """Load the SAM3 tracker strictly (``models.sam3.load_tracker``) and wrap it."""
+    from goose_lib.models.sam3 import load_tracker
+    from goose_lib.paths import resolve_checkpoint, resolve_device
+
+    path = resolve_checkpoint(checkpoint)
+    return Teacher(load_tracker(path, device=resolve_device(device), dtype=dtype), cfg)

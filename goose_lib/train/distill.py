@@ -1,0 +1,183 @@
+"""Self-distillation from the cached SAM3 teacher, on selected classes only.
+
+Modes (:class:`DistillConfig.mode`):
+
+- ``"soft"``: an extra loss (:func:`distill_loss`). Inside the prompt boxes of a selected class c
+  (pixels with ``teacher_region == c``), the student's softmax probability of c is pulled toward
+  the teacher's probability ``teacher_prob / 255`` with a binary cross-entropy; the mean over those
+  pixels is returned (0 when a batch has none). The training loop adds ``weight * distill_loss``.
+- ``"replace"``: no extra loss; :func:`replace_labels` rewrites the hard label before the usual
+  cross-entropy: inside the boxes of a selected class c, pixels the teacher assigns to c become c,
+  and pixels labelled c that the teacher does not assign to c become 255 (ignored: the teacher
+  disagrees and we do not know the right class). Pixels outside those boxes keep their label.
+- ``"off"``: neither. An empty class list turns any mode off (:func:`resolve_distill` says so).
+
+Teacher maps come from the cache (``teacher.cache``) and are attached to dataset items *before*
+augmentation by :class:`TeacherTargets`, so the joint geometry (``data.augment``) moves them with
+the image. Batched maps are (B, S, S) tensors (uint8 or int64), logits (B, C, S, S).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from goose_lib.ontology import IGNORE_INDEX
+
+DistillMode = Literal["off", "soft", "replace"]
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """Distillation as a training parameter set (the loop's TrainConfig maps onto it)."""
+
+    mode: DistillMode = "off"  # see the module doc
+    weight: float = 1.0  # multiplier of the soft loss in the total loss
+    classes: tuple[int, ...] = ()  # class ids distilled (from a selection.json, or by hand)
+    cache_dir: str | None = None  # key folder of the teacher cache (teacher.cache.key_dir)
+
+    def __post_init__(self) -> None:
+        if self.weight < 0:
+            raise ValueError(f"weight must be >= 0, got {self.weight}")
+        if self.mode != "off" and self.classes and not self.cache_dir:
+            raise ValueError(f"distillation mode {self.mode!r} needs cache_dir (a teacher cache folder)")
+        bad = [c for c in self.classes if not 0 <= c < IGNORE_INDEX]
+        if bad:
+            raise ValueError(f"classes must be class ids 0..254, got {bad}")
+
+    @property
+    def active(self) -> bool:
+        return self.mode != "off" and bool(self.classes)
+
+
+def resolve_distill(mode: DistillMode = "off", weight: float = 1.0, classes: Sequence[int] = (),
+                    selection: str | None = None, cache_dir: str | None = None) -> tuple[DistillConfig, str]:
+    """The effective :class:`DistillConfig` and a one-line message for the training log.
+
+    ``selection``: a selection.json (``teacher.selection.save_selection``); its classes are used
+    when ``classes`` is empty. No classes -> mode ``"off"`` and a message saying training runs
+    without distillation.
+    """
+    from goose_lib.teacher.selection import load_selection
+
+    chosen = tuple(int(c) for c in classes)
+    source = "classes parameter"
+    if not chosen and selection:
+        chosen = tuple(load_selection(selection))
+        source = str(selection)
+    if mode == "off":
+        return DistillConfig("off", weight, chosen, cache_dir), "distillation: off"
+    if not chosen:
+        return (DistillConfig("off", weight, (), cache_dir),
+                f"distillation: no classes selected ({source}) -> training WITHOUT distillation")
+    if not cache_dir:
+        raise ValueError(f"distillation mode {mode!r} on {len(chosen)} classes needs a teacher cache folder")
+    cfg = DistillConfig(mode, weight, chosen, cache_dir)
+    return cfg, f"distillation: {mode}, weight {weight}, {len(chosen)} classes {list(chosen)} from {source}"
+
+
+def _class_mask(region: torch.Tensor, classes: Sequence[int]) -> torch.Tensor:
+    """bool map: region value is one of ``classes``."""
+    table = torch.zeros(256, dtype=torch.bool, device=region.device)
+    table[torch.as_tensor(list(classes), dtype=torch.long, device=region.device)] = True
+    return table[region.long().clamp(0, 255)]
+
+
+def distill_loss(logits: torch.Tensor, teacher_cls: torch.Tensor, teacher_prob: torch.Tensor,
+                 teacher_region: torch.Tensor, classes: Sequence[int], *, mode: DistillMode = "soft") -> torch.Tensor:
+    """Unweighted distillation loss (scalar, differentiable w.r.t. ``logits``).
+
+    logits (B, C, S, S); teacher maps (B, S, S) (``teacher_cls`` is unused by the soft loss; kept
+    for a uniform signature). ``"soft"``: mean over pixels with ``teacher_region`` in ``classes``
+    of BCE(softmax(logits)[region class], teacher_prob / 255). Other modes, or no such pixel: 0.
+    """
+    zero = logits.sum() * 0.0
+    if mode != "soft" or not classes:
+        return zero
+    if logits.shape[-2:] != teacher_region.shape[-2:]:
+        raise ValueError(f"distill_loss: logits {tuple(logits.shape)} vs teacher maps {tuple(teacher_region.shape)}")
+    sel = _class_mask(teacher_region, classes)
+    if not bool(sel.any()):
+        return zero
+    region = teacher_region.long().clamp(0, logits.shape[1] - 1)
+    logits = logits.float()
+    log_all = torch.logsumexp(logits, dim=1)
+    idx = region[:, None]
+    logit_c = logits.gather(1, idx)[:, 0]
+    others = torch.logsumexp(logits.scatter(1, idx, float("-inf")), dim=1)
+    log_p = logit_c - log_all  # log p_c
+    log_q = others - log_all  # log (1 - p_c)
+    target = teacher_prob.float() / 255.0
+    bce = -(target * log_p + (1.0 - target) * log_q)
+    return bce[sel].mean()
+
+
+def replace_labels(label: torch.Tensor, teacher_cls: torch.Tensor, teacher_prob: torch.Tensor,
+                   teacher_region: torch.Tensor, classes: Sequence[int]) -> torch.Tensor:
+    """The label with the teacher's masks of ``classes`` in place (rule in the module doc).
+
+    All maps (…, H, W); returns a new tensor of ``label``'s dtype. ``teacher_prob`` is unused
+    (``teacher_cls`` is already thresholded by the teacher).
+    """
+    if not classes:
+        return label.clone()
+    out = label.clone()
+    sel = _class_mask(teacher_region, classes)
+    region = teacher_region.long()
+    agree = sel & (teacher_cls.long() == region)
+    drop = sel & (label.long() == region) & ~agree
+    out[drop] = IGNORE_INDEX
+    out[agree] = teacher_cls[agree].to(out.dtype)
+    return out
+
+
+class TeacherTargets:
+    """Dataset-item transform attaching the cached teacher maps (HxW uint8) to an item.
+
+    ``cache_dir``: a key folder of the teacher cache (holds manifest.json). The item needs
+    ``"sample"`` (for its key) and ``"image"`` (for the size check). ``on_missing``: ``"error"``
+    (default) raises naming the missing file; ``"empty"`` attaches maps meaning "no teacher"
+    (cls / region 255, prob 0), for unlabelled extras without teacher output.
+    """
+
+    def __init__(self, cache_dir: str | os.PathLike, *, on_missing: Literal["error", "empty"] = "error",
+                 expected_fingerprint: str | None = None) -> None:
+        from goose_lib.teacher.cache import open_cache
+
+        self.cache_dir = Path(cache_dir)
+        self.manifest = open_cache(self.cache_dir)
+        fp = self.manifest.get("key", {}).get("checkpoint_fingerprint")
+        if expected_fingerprint is not None and fp != expected_fingerprint:
+            raise ValueError(f"{self.cache_dir}: teacher cache was written by checkpoint {str(fp)[:12]}…, "
+                             f"not {expected_fingerprint[:12]}…; rebuild it")
+        self.on_missing = on_missing
+
+    def __call__(self, item: Mapping[str, Any]) -> dict[str, Any]:
+        from goose_lib.teacher.cache import item_path, read_item
+
+        sample = item["sample"]
+        h, w = item["image"].shape[:2]
+        path = item_path(self.cache_dir, sample.key)
+        out = dict(item)
+        if not path.exists():
+            if self.on_missing == "error":
+                raise FileNotFoundError(f"{path}: no teacher output for {sample.key}; build the teacher "
+                                        "cache for this split (goose teacher) or pass on_missing='empty'")
+            out["teacher_cls"] = np.full((h, w), IGNORE_INDEX, np.uint8)
+            out["teacher_prob"] = np.zeros((h, w), np.uint8)
+            out["teacher_region"] = np.full((h, w), IGNORE_INDEX, np.uint8)
+            return out
+        t = read_item(path)
+        if t["teacher_cls"].shape != (h, w):
+            raise ValueError(f"{path}: teacher maps are {t['teacher_cls'].shape}, image {sample.image} is "
+                             f"{(h, w)}; the cache is stale, rebuild it")
+        for k in ("teacher_cls", "teacher_prob", "teacher_region"):
+            out[k] = t[k]
+        return out
+

@@ -1,0 +1,439 @@
+"""The training loop: ``train(TrainConfig(...), out_dir)``.
+
+AdamW over the student's layer-wise-decayed parameter groups, linear warm-up then poly decay,
+optional EMA of the weights, bf16 autocast on CUDA only, gradient accumulation, repeat-factor
+sampling, periodic validation (composite mIoU), a JSON-lines metrics log, atomic checkpoints and
+exact resume. Several processes: launch under ``torchrun`` (DDP; gloo on CPU, nccl on GPU); the
+process group is created here from torchrun's environment when there is none.
+
+Files in ``out_dir``: ``metrics.jsonl`` (one JSON object per line: ``{"step", "loss", "lr"}``
+every ``log_interval`` steps, ``{"step", "val_composite", "val_miou", "val_category_miou"}`` after
+each validation, ``{"step", "event", "message"}`` for notes such as disabled distillation), ``checkpoints/step_NNNNNNN/`` (see
+:mod:`goose_lib.train.checkpoint`), ``latest.json`` (the newest complete checkpoint).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from goose_lib.config import DataConfig, EvalProtocol, to_dict, validate
+from goose_lib.data.augment import EvalTransform, GeometryConfig, TrainTransform, photometric_preset
+from goose_lib.data.dataset import GooseDataset
+from goose_lib.io import atomic_write_text
+from goose_lib.metrics import ConfusionMatrix, compute_scores
+from goose_lib.train import checkpoint as ckpt
+from goose_lib.train import losses
+from goose_lib.train.distributed import DistContext, all_gather_objects, all_reduce_mean, setup_distributed
+from goose_lib.train.sampling import DrawDataset, DrawSampler, class_presence, list_collate, repeat_factors
+from goose_lib.train.wiring import DistillSetup, build_student_for, make_distill
+
+LOG_FILE = "metrics.jsonl"
+# Parameters a resumed run may change (they do not change what is computed, except ``steps``,
+# which stretches the remaining poly schedule).
+RESUME_MAY_CHANGE = frozenset({"steps", "device", "num_workers", "val_interval", "checkpoint_interval",
+                               "keep_checkpoints", "log_interval"})
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every parameter of a training run (defaults: the embedded tiny model, ~1 minute on 2 cores;
+    for the real SAM3 encoder use e.g. ``frozen_layers=24``, ``crop_size=1008``, ``lr=1e-4``,
+    ``steps=40000``, ``batch_size=2`` x ``accumulation=4`` per GPU, ``ema=0.9995``)."""
+
+    # data
+    data_root: str = "embedded"  # "embedded" or a GOOSE root
+    train_split: str = "train"
+    val_split: str = "val"
+    train_limit: int | None = None  # first N training samples; None = all
+    val_limit: int | None = None  # first N validation samples; None = all
+    exclude_scenarios: tuple[str, ...] = ()
+    # student (goose_lib.models.student.StudentConfig)
+    checkpoint: str = "embedded"  # SAM3 folder or "embedded" (tiny random SAM3)
+    decoder: Literal["fpn", "upernet"] = "fpn"
+    frozen_layers: int = 1  # lower encoder layers kept frozen (real model: 24 of 32)
+    decoder_channels: int = 128  # decoder width
+    dropout: float = 0.1  # dropout before the classifier
+    grad_checkpointing: bool = False  # recompute trainable ViT layers in backward (less memory)
+    # augmentation (goose_lib.data.augment)
+    photometric: Literal["off", "standard", "aggressive"] = "aggressive"
+    brightness_delta: float | None = None  # None = the preset's value
+    contrast_range: tuple[float, float] | None = None
+    saturation_range: tuple[float, float] | None = None
+    hue_delta: float | None = None  # OpenCV hue units (1 = 2 degrees)
+    photometric_prob: float | None = None
+    scale_range: tuple[float, float] = (0.5, 2.0)
+    base_short_side: int = 0  # 0 = the image's own size
+    crop_size: int = 0  # 0 = the model input size
+    flip_prob: float = 0.5
+    cat_max_ratio: float = 1.0  # < 1: re-draw crops dominated by one class (mmseg: 0.75)
+    # optimisation
+    batch_size: int = 8  # per process and micro-step
+    accumulation: int = 1  # micro-steps per optimizer step
+    steps: int = 300  # optimizer steps
+    lr: float = 1e-3
+    layer_decay: float = 0.9
+    weight_decay: float = 0.05
+    warmup_steps: int = 20
+    poly_power: float = 1.0
+    min_lr_ratio: float = 0.0
+    grad_clip: float = 0.0  # max gradient norm; 0 = off
+    label_smoothing: float = 0.0
+    ema: float = 0.0  # EMA decay of the weights (e.g. 0.999); 0 = off
+    repeat_threshold: float = 0.0  # LVIS repeat-factor threshold; 0 = uniform sampling
+    amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
+    # bookkeeping
+    val_interval: int = 100  # steps between validations; 0 = only at the end
+    checkpoint_interval: int = 100  # steps between checkpoints (also written at the end)
+    keep_checkpoints: int = 2
+    log_interval: int = 10
+    seed: int = 0
+    device: str = "auto"
+    num_workers: int = 0  # DataLoader worker processes
+    # distillation (goose_lib.train.distill)
+    distill_mode: Literal["off", "soft", "replace"] = "off"
+    distill_weight: float = 1.0
+    distill_classes: tuple[int, ...] = ()  # class ids; () = take them from distill_selection
+    distill_selection: str = ""  # selection JSON of the teacher notebook ({"classes": [...]}); "" = none
+    teacher_cache: str = ""  # teacher cache folder; "" = none
+
+    def __post_init__(self) -> None:
+        positive = ("batch_size", "accumulation", "steps", "keep_checkpoints", "log_interval")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("warmup_steps", "val_interval", "checkpoint_interval", "num_workers", "seed",
+                     "frozen_layers"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not self.lr > 0 or self.weight_decay < 0 or not 0 < self.layer_decay <= 1:
+            raise ValueError("need lr > 0, weight_decay >= 0 and 0 < layer_decay <= 1")
+        if not 0 <= self.ema < 1:
+            raise ValueError(f"ema must be in [0, 1), got {self.ema}")
+        if not 0 <= self.min_lr_ratio <= 1 or self.poly_power <= 0 or self.grad_clip < 0:
+            raise ValueError("need 0 <= min_lr_ratio <= 1, poly_power > 0 and grad_clip >= 0")
+        if self.distill_weight < 0 or any(not 0 <= c < 256 for c in self.distill_classes):
+            raise ValueError("distill_weight must be >= 0 and distill_classes class ids")
+        self.geometry()  # validates the augmentation ranges too
+        self.photometric_config()
+
+    def geometry(self) -> GeometryConfig:
+        return GeometryConfig(scale_range=self.scale_range, base_short_side=self.base_short_side,
+                              crop_size=self.crop_size, flip_prob=self.flip_prob, cat_max_ratio=self.cat_max_ratio)
+
+    def photometric_config(self):  # -> PhotometricConfig
+        return photometric_preset(self.photometric, brightness_delta=self.brightness_delta,
+                                  contrast_range=self.contrast_range, saturation_range=self.saturation_range,
+                                  hue_delta=self.hue_delta, prob=self.photometric_prob)
+
+    def data_config(self, limit: int | None) -> DataConfig:
+        return DataConfig(root=self.data_root, exclude_scenarios=self.exclude_scenarios, limit=limit)
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns (rank 0's view under torchrun)."""
+
+    out_dir: Path
+    checkpoint: Path  # the final checkpoint folder (load with checkpoint.load_student)
+    step: int
+    history: list[dict[str, Any]]  # the rows of metrics.jsonl
+    val: dict[str, Any] | None  # the last validation's Scores.to_dict()
+    notes: list[str] = field(default_factory=list)
+    resumed_from: int | None = None  # step the run resumed at; None = fresh start
+    wall_time: float = 0.0
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN/inf; the message names the step and the last good checkpoint."""
+
+
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    """Multiplier of each group's base lr for optimizer step ``step`` (0-based): linear warm-up
+    over ``warmup_steps``, then ``(1 - progress) ** poly_power`` down to ``min_lr_ratio``."""
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    span = max(cfg.steps - cfg.warmup_steps, 1)
+    progress = min((step - cfg.warmup_steps) / span, 1.0)
+    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * (1 - progress) ** cfg.poly_power
+
+
+class EMA:
+    """Exponential moving average of a model's trainable parameters (buffers copied)."""
+
+    def __init__(self, model: torch.nn.Module, decay: float) -> None:
+        import copy
+
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+        self._pairs = [(e, p) for e, p in zip(self.model.parameters(), model.parameters()) if p.requires_grad]
+        self._buffers = list(zip(self.model.buffers(), model.buffers()))
+
+    @torch.no_grad()
+    def update(self) -> None:
+        torch._foreach_lerp_([e for e, _ in self._pairs], [p.detach() for _, p in self._pairs], 1 - self.decay)
+        for e, b in self._buffers:
+            e.copy_(b)
+
+
+@dataclass
+class TrainState:
+    """The mutable parts of a run that one optimizer step touches."""
+
+    cfg: TrainConfig
+    model: torch.nn.Module  # the student
+    net: torch.nn.Module  # what is called: the student, or its DDP wrapper
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    device: torch.device
+    ema: EMA | None = None
+    distill: DistillSetup | None = None
+    step: int = 0
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.device.type == "cuda" and self.cfg.amp:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    @property
+    def eval_model(self) -> torch.nn.Module:
+        return self.ema.model if self.ema is not None else self.model
+
+
+def make_state(cfg: TrainConfig, device: torch.device, ctx: DistContext | None = None) -> TrainState:
+    """Build the student, optimizer, scheduler and EMA for ``cfg`` (seeded by ``cfg.seed``)."""
+    from goose_lib.models.student import param_groups
+
+    torch.manual_seed(cfg.seed)
+    model = build_student_for(cfg, device)
+    groups = param_groups(model, lr=cfg.lr, weight_decay=cfg.weight_decay, layer_decay=cfg.layer_decay)
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
+    net: torch.nn.Module = model
+    if ctx is not None and ctx.world_size > 1:
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    ema = EMA(model, cfg.ema) if cfg.ema > 0 else None
+    return TrainState(cfg, model, net, optimizer, scheduler, device, ema)
+
+
+def _to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def compute_loss(state: TrainState, batch: dict[str, Any]) -> torch.Tensor:
+    """Supervised loss (+ distillation when enabled) of one micro-batch already on the device."""
+    label = batch["label"]
+    d = state.distill
+    if d is not None and d.mode == "replace":
+        label = d.replace(batch)
+    with state.autocast():
+        logits = state.net(batch["image"])
+    loss = losses.segmentation_loss(logits, label, label_smoothing=state.cfg.label_smoothing)
+    if d is not None and d.mode == "soft":
+        loss = loss + d.weight * d.loss(logits.float(), batch)
+    return loss
+
+
+def train_step(state: TrainState, micro_batches: list[dict[str, Any]]) -> float:
+    """One optimizer step over ``accumulation`` micro-batches; returns the mean loss (all ranks).
+
+    A non-finite loss raises :class:`TrainingDiverged` *before* the weights are updated.
+    """
+    total = torch.zeros((), device=state.device)
+    n = len(micro_batches)
+    for i, batch in enumerate(micro_batches):
+        sync = i == n - 1 or not isinstance(state.net, torch.nn.parallel.DistributedDataParallel)
+        with contextlib.nullcontext() if sync else state.net.no_sync():
+            loss = compute_loss(state, _to(batch, state.device))
+            (loss / n).backward()
+        total += loss.detach()
+    value = all_reduce_mean(total / n)
+    if not math.isfinite(value):
+        state.optimizer.zero_grad(set_to_none=True)
+        raise TrainingDiverged(f"loss is {value} at step {state.step + 1}")
+    if state.cfg.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_([p for p in state.model.parameters() if p.requires_grad],
+                                       state.cfg.grad_clip)
+    state.optimizer.step()
+    state.scheduler.step()
+    state.optimizer.zero_grad(set_to_none=True)
+    if state.ema is not None:
+        state.ema.update()
+    state.step += 1
+    return value
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, loader: torch.utils.data.DataLoader, ontology: Any, device: torch.device,
+             *, protocol: EvalProtocol | None = None, progress: bool = False) -> dict[str, Any]:
+    """Single-scale validation (image stretched to the input, logits resized back to the label):
+    ``compute_scores(...).to_dict()`` over every rank's share of ``loader``."""
+    was_training = model.training
+    model.eval()
+    cm = ConfusionMatrix(ontology.num_classes)
+    for batch in tqdm(loader, desc="validate", disable=not progress, leave=False):
+        logits = model(batch["image"].to(device)).float()
+        for lg, label in zip(logits, batch["label"]):
+            up = F.interpolate(lg[None], size=tuple(label.shape), mode="bilinear", align_corners=False)
+            cm.update(up[0].argmax(0), label.to(device))
+    model.train(was_training)
+    counts = torch.as_tensor(cm.counts, dtype=torch.int64)
+    if dist.is_available() and dist.is_initialized():
+        counts = counts.to(device)
+        dist.all_reduce(counts)
+    return compute_scores(counts.cpu().numpy(), ontology, protocol or EvalProtocol()).to_dict() | {"counts_total": int(counts.sum())}
+
+
+def _infinite(loader: torch.utils.data.DataLoader) -> Iterator[dict[str, Any]]:
+    while True:
+        yield from loader
+
+
+def _read_log(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _append_log(path: Path, row: dict[str, Any]) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(row, default=float) + "\n")
+
+
+def train(cfg: TrainConfig, out_dir: str | os.PathLike, *, progress: bool = True) -> TrainResult:
+    """Train the student described by ``cfg``, writing logs and checkpoints under ``out_dir``.
+
+    Resumes from ``out_dir/latest.json`` when present (parameters must match the saved run, except
+    those in :data:`RESUME_MAY_CHANGE`). Under torchrun every rank calls this; rank 0 writes the files.
+    """
+    start_time = time.time()
+    out_dir = Path(out_dir)
+    ctx = setup_distributed(cfg.device)
+    device = ctx.device
+    notes: list[str] = []
+    try:
+        if ctx.rank == 0:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        ctx.barrier()
+        image_size = None
+        state = make_state(cfg, device, ctx)
+        image_size = int(state.model.image_size)
+        distill, note = make_distill(cfg)
+        if note:
+            notes.append(note)
+            warnings.warn(note, stacklevel=2)
+        state.distill = distill
+
+        train_base = GooseDataset(cfg.data_root, cfg.train_split, config=cfg.data_config(cfg.train_limit))
+        val_set = GooseDataset(cfg.data_root, cfg.val_split, config=cfg.data_config(cfg.val_limit),
+                               transform=EvalTransform(image_size))
+        factors = None
+        if cfg.repeat_threshold > 0:
+            presence = class_presence(train_base.samples, train_base.ontology.num_classes,
+                                      progress=progress and ctx.rank == 0)
+            factors = repeat_factors(presence, cfg.repeat_threshold)
+
+        params = to_dict(cfg) | {"world_size": ctx.world_size, "image_size": image_size}
+        log_path = out_dir / LOG_FILE
+        resumed_from = None
+        latest = ckpt.find_latest(out_dir)
+        if latest is not None:
+            saved = ckpt.load_run(latest)["params"]
+            changed = {k for k in params if k not in RESUME_MAY_CHANGE and saved.get(k) != params[k]}
+            if changed:
+                raise ValueError(f"{out_dir}: holds a run with other parameters ({sorted(changed)}); "
+                                 "use another out_dir or the same parameters to resume")
+            state.step = ckpt.restore_training(latest, state.model, state.optimizer, state.scheduler,
+                                               ema_model=state.eval_model if state.ema else None, rank=ctx.rank)
+            resumed_from = state.step
+        history = [r for r in _read_log(log_path) if r.get("step", 0) <= state.step]
+        if ctx.rank == 0:
+            atomic_write_text(log_path, "".join(json.dumps(r) + "\n" for r in history))
+            for note in notes:
+                _append_log(log_path, {"step": state.step, "event": "note", "message": note})
+
+        transform = TrainTransform(image_size, cfg.geometry(), cfg.photometric_config())
+        draws = DrawDataset(train_base, transform, seed=cfg.seed,
+                            pre=distill.attach if distill is not None else None)
+        sampler = DrawSampler(len(train_base), batch_size=cfg.batch_size, seed=cfg.seed, factors=factors,
+                              rank=ctx.rank, world_size=ctx.world_size, start_micro=state.step * cfg.accumulation)
+        loader = torch.utils.data.DataLoader(draws, batch_size=cfg.batch_size, sampler=sampler,
+                                             num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
+                                             generator=torch.Generator().manual_seed(cfg.seed))  # not the global RNG
+        val_idx = list(range(ctx.rank, len(val_set), ctx.world_size))
+        val_loader = torch.utils.data.DataLoader(torch.utils.data.Subset(val_set, val_idx), batch_size=cfg.batch_size,
+                                                 num_workers=cfg.num_workers, collate_fn=list_collate,
+                                                 generator=torch.Generator().manual_seed(cfg.seed))
+
+        last_val: dict[str, Any] | None = None
+        last_ckpt = latest
+        micro = _infinite(loader)
+        bar = tqdm(total=cfg.steps, initial=state.step, desc="train", disable=not progress or ctx.rank != 0)
+        state.model.train()
+        loss = float("nan")
+        while state.step < cfg.steps:
+            batches = [next(micro) for _ in range(cfg.accumulation)]
+            lr = max(g["lr"] for g in state.optimizer.param_groups)  # the head's (top) lr
+            try:
+                loss = train_step(state, batches)
+            except TrainingDiverged as exc:
+                where = f"last good checkpoint: {last_ckpt}" if last_ckpt else "no checkpoint was written yet"
+                if ctx.rank == 0:
+                    _append_log(log_path, {"step": state.step + 1, "event": "diverged", "message": str(exc)})
+                raise TrainingDiverged(f"{out_dir}: training stopped, {exc}; the weights were not updated "
+                                       f"and no checkpoint was written for it ({where}). Lower lr or "
+                                       "enable grad_clip.") from None
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
+            row = {"step": state.step, "loss": loss, "lr": lr}
+            if ctx.rank == 0 and (state.step % cfg.log_interval == 0 or state.step == cfg.steps):
+                _append_log(log_path, row)
+                history.append(row)
+            final = state.step == cfg.steps
+            if final or (cfg.val_interval and state.step % cfg.val_interval == 0):
+                last_val = evaluate(state.eval_model, val_loader, val_set.ontology, device)
+                vrow = {"step": state.step, **{f"val_{k}": last_val[k] for k in ("composite", "miou", "category_miou")}}
+                if ctx.rank == 0:
+                    _append_log(log_path, vrow)
+                    history.append(vrow)
+            if final or (cfg.checkpoint_interval and state.step % cfg.checkpoint_interval == 0):
+                rngs = all_gather_objects(ckpt.rng_state())
+                if ctx.rank == 0:
+                    info = {"step": state.step, "rng": rngs, "loss": loss, "notes": notes,
+                            "val": last_val, "distill_active": distill is not None}
+                    last_ckpt = ckpt.save_training(out_dir, state.step, state.model, state.optimizer,
+                                                   state.scheduler, ema_model=state.eval_model if state.ema else None,
+                                                   params=params, info=info, keep=cfg.keep_checkpoints)
+                ctx.barrier()
+                last_ckpt = out_dir / "checkpoints" / f"step_{state.step:07d}"
+        bar.close()
+        if last_val is None:  # resumed at the end: nothing was trained, validate once for the result
+            last_val = evaluate(state.eval_model, val_loader, val_set.ontology, device)
+        final_ckpt = ckpt.find_latest(out_dir) if ctx.rank == 0 else last_ckpt
+        return TrainResult(out_dir=out_dir, checkpoint=Path(final_ckpt or last_ckpt), step=state.step,
+                           history=_read_log(log_path) if ctx.rank == 0 else history, val=last_val,
+                           notes=notes, resumed_from=resumed_from, wall_time=time.time() - start_time)
+    finally:
+        ctx.close()
+
+
+def config_from_params(params: Any) -> TrainConfig:
+    """A :class:`TrainConfig` from a notebook's parameter dataclass / mapping (extra names ignored)."""
+    values = to_dict(params) if not isinstance(params, dict) else dict(params)
+    names = set(TrainConfig.__dataclass_fields__)
+    return validate(TrainConfig, {k: v for k, v in values.items() if k in names})
+

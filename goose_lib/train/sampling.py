@@ -1,0 +1,131 @@
+"""What the training loop draws: a deterministic, resumable, rank-sharded stream of samples,
+repeat-factor sampling for rare classes, and the dataset wrapper that augments each draw.
+
+The stream is a pure function of ``(seed, draw number)``: epoch ``e`` is a permutation of the
+(repeat-factor expanded) sample indices drawn from ``default_rng([seed, 0, e])``; the draw
+number ``g`` seeds that draw's augmentation (``default_rng([seed, 1, g])``). Rank ``r`` of ``w`` takes,
+from every global micro-batch of ``w * batch`` draws, the ``batch`` draws starting at ``r * batch``
+(``DistributedSampler`` semantics: ranks see disjoint samples). Resuming at micro-batch ``m``
+therefore reproduces exactly the draws (and augmentations) of the uninterrupted run, whatever the
+number of DataLoader workers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch.utils.data
+from tqdm.auto import tqdm
+
+from goose_lib.data.dataset import read_label
+
+
+def repeat_factors(presence: np.ndarray, threshold: float) -> np.ndarray:
+    """LVIS repeat factors. ``presence`` (N, K) bool: image i contains class k.
+
+    Class factor ``r_k = max(1, sqrt(threshold / f_k))`` with ``f_k`` the fraction of images
+    containing k; image factor = the max over its classes (1 for an image without classes).
+    ``threshold <= 0`` gives all ones.
+    """
+    n = presence.shape[0]
+    if threshold <= 0 or n == 0:
+        return np.ones(n)
+    freq = presence.sum(0) / n
+    with np.errstate(divide="ignore"):
+        class_r = np.where(freq > 0, np.maximum(1.0, np.sqrt(threshold / np.maximum(freq, 1e-12))), 1.0)
+    per_image = np.where(presence, class_r[None, :], 1.0)
+    return per_image.max(1) if presence.shape[1] else np.ones(n)
+
+
+def class_presence(samples: Sequence[Any], num_classes: int, *, ignore: Sequence[int] = (),
+                   progress: bool = True) -> np.ndarray:
+    """(N, num_classes) bool: which classes each sample's label map contains (reads the labels)."""
+    out = np.zeros((len(samples), num_classes), dtype=bool)
+    for i, s in enumerate(tqdm(samples, desc="class presence", disable=not progress, leave=False)):
+        if s.labelids is None:
+            continue
+        counts = np.bincount(read_label(s.labelids, num_classes).ravel(), minlength=num_classes)
+        out[i] = counts[:num_classes] > 0
+    for k in ignore:
+        out[:, k] = False
+    return out
+
+
+class DrawSampler(torch.utils.data.Sampler):
+    """Infinite stream of ``(sample index, draw number)`` for one rank (see module docstring).
+
+    ``factors``: repeat factor per sample (None = each sample once per epoch); the fractional
+    part is rounded stochastically per epoch (as detectron2's ``RepeatFactorTrainingSampler``).
+    ``start_micro``: the global micro-batch to start at (resume).
+    """
+
+    def __init__(self, n: int, *, batch_size: int, seed: int, factors: np.ndarray | None = None,
+                 rank: int = 0, world_size: int = 1, start_micro: int = 0) -> None:
+        if n < 1:
+            raise ValueError("cannot sample from an empty dataset")
+        self.n, self.batch_size, self.seed = n, batch_size, seed
+        self.factors = None if factors is None else np.asarray(factors, dtype=np.float64)
+        self.rank, self.world_size, self.start_micro = rank, world_size, start_micro
+
+    def epoch(self, e: int) -> np.ndarray:
+        """The sample indices of epoch ``e``, in drawing order."""
+        rng = np.random.default_rng([self.seed, 0, e])
+        if self.factors is None:
+            idx = np.arange(self.n)
+        else:
+            whole = np.floor(self.factors)
+            reps = whole + (rng.random(self.n) < self.factors - whole)
+            idx = np.repeat(np.arange(self.n), reps.astype(np.int64))
+        return idx[rng.permutation(len(idx))]
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        b, w = self.batch_size, self.world_size
+        e, base = 0, 0
+        cur = self.epoch(0)
+        m = self.start_micro
+        while True:
+            for j in range(b):
+                g = m * b * w + self.rank * b + j
+                while g >= base + len(cur):
+                    base += len(cur)
+                    e += 1
+                    cur = self.epoch(e)
+                yield int(cur[g - base]), g
+            m += 1
+
+    def __len__(self) -> int:  # an infinite stream; len() only for tools that ask
+        return math.ceil(self.n / self.world_size)
+
+
+class DrawDataset(torch.utils.data.Dataset):
+    """``dataset[(index, draw)]`` -> ``transform(pre(base[index]), default_rng([seed, 1, draw]))``.
+
+    ``base`` yields raw items (``GooseDataset`` without a transform); ``pre`` runs before the
+    augmentation (e.g. attaching teacher maps, which must be cropped with the image).
+    """
+
+    def __init__(self, base: torch.utils.data.Dataset, transform: Callable[[dict, np.random.Generator], dict],
+                 *, seed: int, pre: Callable[[dict], dict] | None = None) -> None:
+        self.base, self.transform, self.seed, self.pre = base, transform, seed, pre
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, draw: tuple[int, int]) -> dict:
+        index, g = draw
+        item = self.base[index]
+        if self.pre is not None:
+            item = self.pre(item)
+        return self.transform(item, np.random.default_rng([self.seed, 1, g]))
+
+
+def list_collate(items: list[dict]) -> dict[str, Any]:
+    """Validation batches: images stacked (B,3,S,S); maps kept as lists (their sizes differ)."""
+    out: dict[str, Any] = {"image": torch.stack([it["image"] for it in items])}
+    for k in items[0]:
+        if k != "image":
+            out[k] = [it[k] for it in items]
+    return out

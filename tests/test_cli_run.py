@@ -1,0 +1,90 @@
+"""The reports verbs of the ``goose`` command: run, ablate, vendor, demo (arguments and errors)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from reports_fakes import write_notebook
+
+from goose_lib.cli import main
+
+
+@pytest.mark.slow
+def test_run_parses_yaml_values_and_writes_the_report(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    nb = write_notebook(tmp_path / "fake.ipynb", light=True)
+    reports = tmp_path / "reports"
+    code = main(["run", str(nb), "-p", "alpha", "3", "-p", "block_file", "null", "-p", "log_file", "''",
+                 "--name", "r1", "--reports", str(reports)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert out.startswith("ok r1 in ") and str(reports / "r1" / "report.html") in out
+    params = json.loads((reports / "r1" / "params.json").read_text())["params"]
+    assert params == {"alpha": 3, "block_file": None, "log_file": ""}
+    assert type(params["alpha"]) is int
+    assert json.loads((reports / "r1" / "metrics.json").read_text())["composite"] == 1.5
+    for name in ("notebook.ipynb", "report.html", "provenance.json", "run.json"):
+        assert (reports / "r1" / name).is_file()
+    assert 'href="r1/report.html"' in (reports / "index.html").read_text()
+
+
+def test_run_rejects_unknown_parameters_before_running(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    nb = write_notebook(tmp_path / "fake.ipynb")
+    reports = tmp_path / "reports"
+    assert main(["run", str(nb), "-p", "alpah", "3", "--reports", str(reports)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"goose run: {nb}: unknown parameter(s) ['alpah']")
+    assert not reports.exists()
+    assert main(["run", "99_no_such_notebook", "--reports", str(reports)]) == 2
+    assert "99_no_such_notebook.ipynb: notebook not found" in capsys.readouterr().err
+    assert main(["run", str(nb), "--name", "../escape", "--reports", str(reports)]) == 2
+    assert "invalid run name" in capsys.readouterr().err
+
+
+def test_run_rejects_registered_parameter_names(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    from goose_lib.params import NOTEBOOK_PARAMS
+
+    name = next(iter(NOTEBOOK_PARAMS))
+    from goose_lib.reports.execute import notebooks_dir
+
+    if not (notebooks_dir() / f"{name}.ipynb").is_file():
+        pytest.skip(f"notebooks/{name}.ipynb not written yet")
+    assert main(["run", name, "-p", "no_such_parameter", "1", "--reports", str(tmp_path / "r")]) == 2
+    assert "unknown parameter(s) ['no_such_parameter']" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_ablate_and_vendor_arguments(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "bad.yaml").write_text("steps:\n  a:\n    notebook: 99_missing\n")
+    assert main(["ablate", str(tmp_path / "bad.yaml"), "--reports", str(tmp_path / "r")]) == 2
+    assert capsys.readouterr().err.startswith(f"goose ablate: {tmp_path / 'bad.yaml'}: steps.a:")
+    write_notebook(tmp_path / "fake.ipynb")
+    (tmp_path / "ok.yaml").write_text("steps:\n  a:\n    notebook: fake.ipynb\n")
+    assert main(["ablate", str(tmp_path / "ok.yaml"), "--shard", "3/2", "--reports", str(tmp_path / "r")]) == 2
+    assert "shard index must satisfy" in capsys.readouterr().err
+    assert main(["ablate", str(tmp_path / "ok.yaml"), "--workers", "0"]) == 2
+    # vendor: packages already in the npm prefix are copied, no network needed
+    vendor_dir = tmp_path / "v"
+    from goose_lib.reports.html import VENDORED_FILES
+
+    for src, _ in VENDORED_FILES:
+        (vendor_dir / "node_modules" / src).parent.mkdir(parents=True, exist_ok=True)
+        (vendor_dir / "node_modules" / src).write_text("//")
+    assert main(["vendor", "--reports", str(tmp_path / "r"), "--vendor-dir", str(vendor_dir)]) == 0
+    assert capsys.readouterr().out.strip().endswith("_static: ready")
+    assert (tmp_path / "r" / "_static" / "require.js").is_file()
+
+
+def test_paper_spec_is_valid_when_the_notebooks_exist() -> None:
+    from goose_lib.paths import repo_root
+    from goose_lib.reports.execute import RunSpecError
+    from goose_lib.reports.spec import load_spec
+
+    try:
+        spec = load_spec(repo_root() / "ablations" / "paper.yaml")
+    except RunSpecError as exc:
+        if "notebook not found" in str(exc):
+            pytest.skip(f"a notebook of the paper ablation is not written yet: {exc}")
+        raise
+    assert spec.baseline and next(iter(spec.compare)) == "baseline" and len(spec.compare) == 4

@@ -1,0 +1,184 @@
+"""Metrics against hand-computed answers and torchmetrics' MulticlassJaccardIndex."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torchmetrics.classification import MulticlassJaccardIndex
+
+from goose_lib.config import EvalProtocol
+from goose_lib.metrics import ConfusionMatrix, MetricError, category_counts, compute_scores, score_maps
+from goose_lib.ontology import GooseClass, Ontology
+
+IGNORE_VOID = EvalProtocol("ignore_void")
+VOID_AS_CLASS = EvalProtocol("void_as_class")
+
+
+@pytest.fixture(scope="module")
+def onto() -> Ontology:
+    return Ontology.load()
+
+
+@pytest.fixture(scope="module")
+def small() -> Ontology:
+    """4 classes: 0 void, 1 and 2 in category 'ground', 3 in 'sky'."""
+    cats = {0: "void", 1: "ground", 2: "ground", 3: "sky"}
+    classes = [GooseClass(i, f"c{i}", (i, i, i), cats[i], False) for i in range(4)]
+    return Ontology(classes, ["void", "ground", "sky"], "test")
+
+
+def _random_pair(rng: np.random.Generator, shape=(37, 53), k=64) -> tuple[np.ndarray, np.ndarray]:
+    label = rng.integers(0, k, shape).astype(np.uint8)
+    pred = np.where(rng.random(shape) < 0.6, label, rng.integers(0, k, shape)).astype(np.uint8)
+    label[rng.random(shape) < 0.05] = 255
+    return pred, label
+
+
+def _torchmetrics_iou(pred: np.ndarray, label: np.ndarray, k: int) -> np.ndarray:
+    m = MulticlassJaccardIndex(num_classes=k, average=None, ignore_index=255)
+    m.update(torch.from_numpy(pred.astype(np.int64)), torch.from_numpy(label.astype(np.int64)))
+    return m.compute().numpy().astype(np.float64)
+
+
+def test_hand_computed_small(small: Ontology) -> None:
+    label = np.array([[0, 1, 1, 2], [2, 3, 3, 255]], dtype=np.uint8)
+    pred = np.array([[1, 1, 2, 2], [2, 3, 0, 3]], dtype=np.uint8)
+    cm = ConfusionMatrix(4)
+    cm.update(pred, label)
+    expected = np.array([[0, 1, 0, 0], [0, 1, 1, 0], [0, 0, 2, 0], [1, 0, 0, 1]])
+    np.testing.assert_array_equal(cm.counts, expected)
+
+    s = compute_scores(cm.counts, small, VOID_AS_CLASS)
+    # class 0: tp 0, union 1+1 = 2 -> 0; class 1: 1/(2+2-1); class 2: 2/(2+3-2); class 3: 1/(2+1-1)
+    np.testing.assert_allclose(s.class_iou, [0, 1 / 3, 2 / 3, 1 / 2])
+    assert s.miou == pytest.approx((0 + 1 / 3 + 2 / 3 + 1 / 2) / 4)
+    # categories (void=0, ground=1, sky=2): ground tp = 4, row 4, col 5 -> 4/5; sky 1/(2+1-1)
+    assert s.category_iou == pytest.approx({"ground": 4 / 5, "sky": 1 / 2})
+    assert s.category_miou == pytest.approx(0.65)
+    assert s.composite == pytest.approx((s.miou + 0.65) / 2)
+    assert s.excluded_classes == [] and s.protocol == "void_as_class"
+
+    s = compute_scores(cm.counts, small, IGNORE_VOID)
+    # GT void pixel (0,0) dropped: class 1 loses an FP -> 1/(2+1-1); class 0 not scored.
+    assert np.isnan(s.class_iou[0]) and s.excluded_classes == [0]
+    np.testing.assert_allclose(s.class_iou[1:], [1 / 2, 2 / 3, 1 / 2])
+    assert s.category_iou == pytest.approx({"ground": 4 / 4, "sky": 1 / 2})
+    np.testing.assert_array_equal(s.support, [0, 2, 2, 2])
+
+
+def test_absent_classes_are_excluded_and_named(small: Ontology) -> None:
+    label = np.array([[1, 1, 1]], dtype=np.uint8)
+    pred = np.array([[1, 1, 2]], dtype=np.uint8)
+    s = score_maps(pred, label, small, IGNORE_VOID)
+    assert s.excluded_classes == [0, 3]
+    assert s.class_iou[1] == pytest.approx(2 / 3) and s.class_iou[2] == 0.0
+    assert s.miou == pytest.approx(1 / 3)
+    assert s.excluded_categories == ["sky"] and s.category_miou == pytest.approx(1.0)
+    d = s.to_dict()
+    assert d["class_iou"][0] is None and d["class_iou"][3] is None
+    assert d["category_iou"] == {"ground": 1.0, "sky": None}
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_class_iou_matches_torchmetrics(onto: Ontology, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    pred, label = _random_pair(rng)
+    ref = _torchmetrics_iou(pred, label, 64)
+    s = score_maps(pred, label, onto, VOID_AS_CLASS)
+    present = ~np.isnan(s.class_iou)
+    np.testing.assert_allclose(s.class_iou[present], ref[present], rtol=1e-6)
+    assert s.miou == pytest.approx(ref[present].mean())
+
+    # ignore_void == dropping ground-truth void pixels entirely (label 0 -> ignore)
+    label_dropped = np.where(label == 0, 255, label).astype(np.uint8)
+    ref_iv = _torchmetrics_iou(pred, label_dropped, 64)
+    s_iv = score_maps(pred, label, onto, IGNORE_VOID)
+    scored = ~np.isnan(s_iv.class_iou)
+    assert not scored[0]
+    np.testing.assert_allclose(s_iv.class_iou[scored], ref_iv[scored], rtol=1e-6)
+
+
+def test_category_iou_matches_torchmetrics_on_category_maps(onto: Ontology) -> None:
+    rng = np.random.default_rng(3)
+    pred, label = _random_pair(rng, (64, 48))
+    c2c = np.append(onto.class_to_category, 255).astype(np.uint8)  # 255 stays ignored
+    lut = np.full(256, 255, dtype=np.uint8)
+    lut[:64] = c2c[:64]
+    ref = _torchmetrics_iou(lut[pred], lut[label], onto.num_categories)
+    s = score_maps(pred, label, onto, VOID_AS_CLASS)
+    for g in onto.evaluated_categories:
+        assert s.category_iou[onto.categories[g]] == pytest.approx(ref[g], rel=1e-6)
+    assert s.composite == pytest.approx((s.miou + s.category_miou) / 2)
+
+
+def test_category_counts_derivation_matches_direct_counting(onto: Ontology) -> None:
+    rng = np.random.default_rng(4)
+    pred, label = _random_pair(rng)
+    cm = ConfusionMatrix(64)
+    cm.update(pred, label)
+    lut = np.full(256, 255, dtype=np.uint8)
+    lut[:64] = onto.class_to_category
+    direct = ConfusionMatrix(onto.num_categories)
+    direct.update(lut[pred], lut[label])
+    np.testing.assert_array_equal(category_counts(cm.counts, onto), direct.counts)
+
+
+def test_accumulation_torch_and_dtypes_agree() -> None:
+    rng = np.random.default_rng(5)
+    pairs = [_random_pair(rng) for _ in range(3)]
+    whole = ConfusionMatrix(64)
+    whole.update(np.stack([p for p, _ in pairs]), np.stack([lab for _, lab in pairs]))
+    acc, acc_t = ConfusionMatrix(64), ConfusionMatrix(64)
+    for p, lab in pairs:
+        own = acc.update(p.astype(np.int64), lab.astype(np.int32))
+        acc_t.update(torch.from_numpy(p).long(), torch.from_numpy(lab))
+        assert own.sum() == (lab != 255).sum()
+    np.testing.assert_array_equal(acc.counts, whole.counts)
+    np.testing.assert_array_equal(acc_t.counts, whole.counts)
+    merged = ConfusionMatrix(64)
+    merged.merge(acc)
+    np.testing.assert_array_equal(merged.counts, whole.counts)
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_torch_device_path(device: str) -> None:
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    rng = np.random.default_rng(6)
+    pred, label = _random_pair(rng)
+    ref = ConfusionMatrix(64)
+    ref.update(pred, label)
+    cm = ConfusionMatrix(64)
+    cm.update(torch.from_numpy(pred).to(device), torch.from_numpy(label).to(device))
+    np.testing.assert_array_equal(cm.counts, ref.counts)
+    with pytest.raises(MetricError, match="prediction holds id 64"):
+        cm.update(torch.full((2, 2), 64, device=device), torch.zeros((2, 2), dtype=torch.uint8,
+                                                                      device=device))
+
+
+@pytest.mark.parametrize("pred, label, message", [
+    (np.array([[0, 64]]), np.array([[0, 1]]), "prediction holds id 64"),
+    (np.array([[0, 255]], np.uint8), np.array([[0, 255]], np.uint8), "prediction holds id 255"),
+    (np.array([[0, 1]]), np.array([[0, 70]], np.uint8), r"label holds id\(s\) \[70\]"),
+    (np.array([[0, 1]]), np.array([[0, -1]]), "label holds id -1"),
+    (np.array([[0, 1]]), np.array([[0, 300]]), "label holds id 300"),
+    (np.array([[0.0, 1.0]]), np.array([[0, 1]]), "dtype float64"),
+    (np.array([[0, 1, 2]]), np.array([[0, 1]]), "shape"),
+])
+def test_bad_maps_raise(pred: np.ndarray, label: np.ndarray, message: str) -> None:
+    cm = ConfusionMatrix(64)
+    with pytest.raises(MetricError, match=message):
+        cm.update(pred, label, where="x/y_labelids.png")
+    assert cm.counts.sum() == 0  # nothing half-counted
+    with pytest.raises(MetricError, match="^x/y_labelids.png: "):
+        cm.update(pred, label, where="x/y_labelids.png")
+
+
+def test_unknown_protocol_and_class_count(onto: Ontology) -> None:
+    with pytest.raises(ValueError):
+        ConfusionMatrix(256)
+    with pytest.raises(MetricError, match="4 classes"):
+        compute_scores(np.zeros((4, 4), np.int64), onto)
+    s = compute_scores(np.zeros((64, 64), np.int64), onto)
+    assert np.isnan(s.miou) and np.isnan(s.composite) and len(s.excluded_classes) == 64

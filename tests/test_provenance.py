@@ -1,0 +1,76 @@
+"""goose_lib.reports.provenance: fingerprints that change exactly when their inputs change."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from goose_lib.reports import provenance
+
+
+def _tree(root: Path, files: dict[str, str]) -> Path:
+    for rel, text in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    return root
+
+
+def test_data_fingerprint_tracks_names_and_sizes_only(tmp_path: Path) -> None:
+    files = {"images/train/s1/a_windshield_vis.png": "aaaa", "labels/train/s1/a_labelids.png": "bb"}
+    one = provenance._data_fingerprint.__wrapped__(str(_tree(tmp_path / "one", files)))
+    two = provenance._data_fingerprint.__wrapped__(str(_tree(tmp_path / "two", files)))
+    assert one["sha256"] == two["sha256"] and one["files"] == 2 and one["bytes"] == 6
+    (tmp_path / "two" / ".cache").mkdir()  # hidden files and folders (caches) do not count
+    (tmp_path / "two" / ".cache" / "index.json").write_text("{}")
+    assert provenance._data_fingerprint.__wrapped__(str(tmp_path / "two"))["sha256"] == one["sha256"]
+    (tmp_path / "two" / "labels/train/s1/a_labelids.png").write_text("bc")  # same size: same print
+    assert provenance._data_fingerprint.__wrapped__(str(tmp_path / "two"))["sha256"] == one["sha256"]
+    (tmp_path / "two" / "labels/train/s1/a_labelids.png").write_text("bcd")
+    assert provenance._data_fingerprint.__wrapped__(str(tmp_path / "two"))["sha256"] != one["sha256"]
+    (tmp_path / "one" / "images/train/s1/a_windshield_vis.png").rename(tmp_path / "one" / "images/train/s1/b.png")
+    assert provenance._data_fingerprint.__wrapped__(str(tmp_path / "one"))["sha256"] != one["sha256"]
+    with pytest.raises(FileNotFoundError, match="missing: data root is not a folder"):
+        provenance.data_fingerprint(tmp_path / "missing")
+
+
+def test_checkpoint_hash_tracks_content(tmp_path: Path) -> None:
+    a = _tree(tmp_path / "a", {"config.json": "{}", "model.safetensors": "weights-1"})
+    b = _tree(tmp_path / "b", {"config.json": "{}", "model.safetensors": "weights-1"})
+    assert provenance.checkpoint_hash(a) == provenance.checkpoint_hash(b)
+    (b / "model.safetensors").write_text("weights-2")  # same size, new content
+    assert provenance.checkpoint_hash(a) != provenance.checkpoint_hash(b)
+    assert provenance.checkpoint_hash(a / "config.json") == provenance.checkpoint_hash(b / "config.json")
+
+
+def test_input_fingerprints_pick_inputs_by_name_relative_to_the_run(tmp_path: Path) -> None:
+    data = _tree(tmp_path / "data", {"images/x.png": "1"})
+    _tree(tmp_path / "reports" / "train" / "ckpt", {"model.safetensors": "w"})
+    run_dir = tmp_path / "reports" / "eval"
+    got = provenance.input_fingerprints(
+        {"data_root": str(data), "student_checkpoint": "../train/ckpt", "split": "val", "seed": 0}, run_dir)
+    assert got["data"]["data_root"]["files"] == 1
+    assert got["checkpoints"] == {"student_checkpoint": provenance.checkpoint_hash(tmp_path / "reports/train/ckpt")}
+    with pytest.raises(FileNotFoundError, match="nope: checkpoint does not exist"):
+        provenance.input_fingerprints({"checkpoint": "../nope"}, run_dir)
+
+
+def test_embedded_data_root_is_fingerprinted(tiny_root: Path) -> None:
+    got = provenance.input_fingerprints({"data_root": str(tiny_root)})
+    assert got["data"]["data_root"]["files"] > 0
+    assert got["data"]["data_root"] == provenance.data_fingerprint(tiny_root)
+
+
+def test_params_hash_code_version_and_libraries() -> None:
+    assert provenance.params_hash({"a": 1, "b": [1, 2]}) == provenance.params_hash({"b": [1, 2], "a": 1})
+    assert provenance.params_hash({"a": 1}) != provenance.params_hash({"a": 2})
+    code = provenance.code_version()
+    assert re.fullmatch(r"[0-9a-f]{64}", code["source_hash"])
+    if code["commit"] is not None:  # a git checkout
+        assert re.fullmatch(r"[0-9a-f]{40}", code["commit"]) and isinstance(code["dirty"], bool)
+    libs = provenance.library_versions()
+    assert libs["torch"].startswith("2.") and libs["papermill"] and "transformers" in libs
+    prov = provenance.collect(notebook="n.ipynb", params={"seed": 3}, inputs={}, seed=3,
+                              started="t", wall_s=1.23456)
+    assert prov["seed"] == 3 and prov["wall_s"] == 1.235 and prov["device"]["device"] == "cpu"

@@ -1,0 +1,162 @@
+"""Submission writer / validator / scorer and the score, submit, evaluate CLI verbs."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from goose_lib.cli import main
+from goose_lib.config import DataConfig, EvalProtocol
+from goose_lib.data.dataset import GooseDataset
+from goose_lib.infer.evaluate import evaluate
+from goose_lib.infer.submission import (
+    SubmissionError,
+    expected_predictions,
+    score_predictions,
+    validate_submission,
+    write_predictions,
+    write_submission,
+    zip_predictions,
+)
+from goose_lib.infer.tta import TTAConfig
+from tests.fakes import ColourModel
+
+
+def _png(arr: np.ndarray, mode: str = "L") -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr, mode=mode).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _rewrite(src: Path, dst: Path, *, drop: str | None = None, add: dict[str, bytes] | None = None) -> Path:
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for info in zin.infolist():
+            if info.filename != drop:
+                zout.writestr(info.filename, zin.read(info))
+        for name, data in (add or {}).items():
+            zout.writestr(name, data)
+    return dst
+
+
+@pytest.fixture(scope="module")
+def submission(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    model = ColourModel(image_size=32, num_classes=64)
+    out = tmp_path_factory.mktemp("sub") / "sub.zip"
+    return write_submission(model, tiny_root, out, progress=False)
+
+
+def test_submission_layout_mirrors_test_tree(submission: Path, tiny_root: Path) -> None:
+    expected = expected_predictions(tiny_root, "test")
+    with zipfile.ZipFile(submission) as zf:
+        names = sorted(zf.namelist())
+        assert names == sorted(expected)
+        for name in names:
+            img = Image.open(io.BytesIO(zf.read(name)))
+            assert img.mode == "L" and img.size == Image.open(expected[name].image).size
+    for name, exp in expected.items():
+        scenario, rest = name.split("/")
+        assert exp.image.parent.name == scenario and exp.image.name.startswith(rest[:-len("_labelids.png")])
+    assert validate_submission(submission, tiny_root) == len(expected) == 3
+
+
+def test_validator_names_every_bad_file(submission: Path, tiny_root: Path, tmp_path: Path) -> None:
+    expected = sorted(expected_predictions(tiny_root, "test"))
+    first, second = expected[0], expected[1]
+    h, w = np.asarray(Image.open(io.BytesIO(zipfile.ZipFile(submission).read(first)))).shape
+    bad = _rewrite(submission, tmp_path / "bad.zip", drop=first, add={
+        "extra/thing_labelids.png": _png(np.zeros((h, w), np.uint8)),
+    })
+    with pytest.raises(SubmissionError) as exc:
+        validate_submission(bad, tiny_root)
+    msg = str(exc.value)
+    assert msg.startswith(str(bad)) and "2 problem(s)" in msg
+    assert f"no prediction (expected {first})" in msg and "extra/thing_labelids.png: unexpected file" in msg
+
+    cases = {
+        "size": (_png(np.zeros((h + 1, w), np.uint8)), "size"),
+        "ids": (_png(np.full((h, w), 64, np.uint8)), "holds class id 64"),
+        "mode": (_png(np.zeros((h, w, 3), np.uint8), "RGB"), "PNG mode RGB"),
+        "junk": (b"not a png", "not a readable PNG"),
+    }
+    for tag, (data, needle) in cases.items():
+        z = _rewrite(submission, tmp_path / f"{tag}.zip", drop=second, add={second: data})
+        with pytest.raises(SubmissionError, match=needle) as exc:
+            validate_submission(z, tiny_root)
+        assert f"{z}:{second}" in str(exc.value)
+    with pytest.warns(UserWarning, match="Duplicate name"):
+        dup = _rewrite(submission, tmp_path / "dup.zip", add={second: _png(np.zeros((h, w), np.uint8))})
+    with pytest.raises(SubmissionError, match="duplicate entry"):
+        validate_submission(dup, tiny_root)
+    junk = tmp_path / "junk.zip"
+    junk.write_bytes(b"x")
+    with pytest.raises(SubmissionError, match="not a zip"):
+        validate_submission(junk, tiny_root)
+
+
+def test_score_equals_evaluate_and_cli(tiny_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    model = ColourModel(image_size=32, num_classes=64)
+    pred_dir = write_predictions(model, tiny_root, tmp_path / "val_pred", split="val", progress=False)
+    calls = model.calls
+    write_predictions(model, tiny_root, pred_dir, split="val", progress=False)  # resumable: nothing redone
+    assert model.calls == calls
+    for void in ("ignore_void", "void_as_class"):
+        protocol = EvalProtocol(void)
+        scores = score_predictions(pred_dir, tiny_root, split="val", protocol=protocol)
+        ref = evaluate(model, GooseDataset(tiny_root, "val"), {"s": TTAConfig()}, protocol, progress=False)
+        np.testing.assert_allclose(scores.class_iou, ref.scores["s"].class_iou)
+        assert scores.composite == pytest.approx(ref.scores["s"].composite)
+        assert main(["score", str(pred_dir), str(tiny_root), "--split", "val", "--protocol", void, "--json"]) == 0
+        out = json.loads(capsys.readouterr().out)
+        assert set(out) >= {"miou", "category_miou", "composite", "class_iou", "category_iou", "protocol"}
+        assert len(out["class_iou"]) == 64 and out["protocol"] == void
+        assert out["composite"] == pytest.approx(scores.composite)
+        assert len(out["category_iou"]) == 11
+    # a missing prediction is an error naming the image
+    victim = min(pred_dir.rglob("*_labelids.png"))
+    victim.unlink()
+    assert main(["score", str(pred_dir), str(tiny_root), "--split", "val"]) == 2
+    assert "no prediction" in capsys.readouterr().err
+    with pytest.raises(SubmissionError, match="no labels"):
+        score_predictions(pred_dir, tiny_root, split="test")
+
+
+def test_zip_of_a_limited_split_and_folder_validation(tiny_root: Path, tmp_path: Path) -> None:
+    model = ColourModel(image_size=32, num_classes=64)
+    cfg = DataConfig(limit=2)
+    d = write_predictions(model, tiny_root, tmp_path / "p", split="val", config=cfg, progress=False,
+                          tta=TTAConfig(mode="multiscale", scales=(0.5, 1.0), flip=True))
+    assert validate_submission(d, tiny_root, split="val", config=cfg) == 2
+    z = zip_predictions(d, tmp_path / "p.zip")
+    assert validate_submission(z, tiny_root, split="val", config=cfg) == 2
+    with pytest.raises(SubmissionError, match="no prediction"):
+        validate_submission(z, tiny_root, split="val")  # the full split needs all 4
+
+
+@pytest.mark.slow
+def test_cli_evaluate_and_submit_with_a_student_checkpoint(tiny_root: Path, tiny_checkpoint: Path,
+                                                          tmp_path: Path) -> None:
+    from goose_lib.infer.evaluate import load_model
+    from goose_lib.train.checkpoint import save_student
+
+    student, _ = load_model("", device="cpu")
+    ckpt = tmp_path / "ckpt"
+    save_student(ckpt, student, params={})
+    ev = tmp_path / "ev"
+    assert main(["evaluate", str(ckpt), str(tiny_root), "--split", "val", "--limit", "1", "--scales", "1",
+                 "--out", str(ev), "--no-progress"]) == 0
+    summary = json.loads((ev / "eval_summary.json").read_text())
+    assert set(summary["modes"]) == {"single", "multiscale"} and summary["images"] == 1
+    # scale 1 multiscale == single
+    assert summary["modes"]["single"]["class_iou"] == summary["modes"]["multiscale"]["class_iou"]
+    out = tmp_path / "s.zip"
+    assert main(["submit", str(ckpt), str(tiny_root), "--out", str(out), "--no-progress"]) == 0
+    assert validate_submission(out, tiny_root) == 3
+    shutil.rmtree(ckpt)
+    assert main(["submit", str(ckpt), str(tiny_root), "--out", str(out)]) == 2

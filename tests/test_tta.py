@@ -1,0 +1,132 @@
+"""Multi-scale / sliding-window / flip inference against known answers with fake models."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from goose_lib.infer.tta import TTAConfig, count_windows, predict, predict_probs, window_starts
+from goose_lib.models.sam3 import preprocess
+from tests.fakes import ColourModel, PositionModel
+
+COLOURS = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (220, 220, 40), (20, 20, 20), (240, 240, 240)]
+
+
+def _block_ids(h: int, w: int, seed: int = 0, block: int = 16) -> np.ndarray:
+    """HxW indices into COLOURS, constant over block x block squares."""
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(0, len(COLOURS), (h // block + 1, w // block + 1))
+    return np.kron(ids, np.ones((block, block), dtype=int))[:h, :w]
+
+
+def _blocks(h: int, w: int, seed: int = 0, block: int = 16) -> np.ndarray:
+    """HxWx3 uint8 image of uniform colour blocks."""
+    return np.array(COLOURS, dtype=np.uint8)[_block_ids(h, w, seed, block)]
+
+
+def test_window_starts_cover_and_overlap() -> None:
+    assert window_starts(20, 32, 1 / 3) == [0]
+    assert window_starts(32, 32, 1 / 3) == [0]
+    starts = window_starts(100, 32, 0.5)
+    assert starts[0] == 0 and starts[-1] == 100 - 32
+    assert all(b - a <= 16 for a, b in itertools.pairwise(starts))  # stride <= S * (1 - overlap)
+    assert window_starts(33, 32, 0.0) == [0, 1]
+
+
+def test_config_validation() -> None:
+    with pytest.raises(ValueError, match="multiscale"):
+        TTAConfig(scales=(0.5, 1.0))
+    with pytest.raises(ValueError, match="overlap"):
+        TTAConfig(overlap=1.0)
+    with pytest.raises(ValueError, match="window_batch"):
+        TTAConfig(window_batch=0)
+    assert TTAConfig(mode="multiscale", scales=(0.75, 1.0), flip=True).name == "ms0.75-1+flip"
+
+
+@pytest.mark.parametrize("model_cls", [ColourModel, PositionModel])
+@pytest.mark.parametrize("hw", [(48, 80), (17, 9), (40, 32)])
+def test_multiscale_at_scale_one_equals_single(model_cls: type, hw: tuple[int, int]) -> None:
+    model = model_cls(image_size=32)
+    image = _blocks(*hw, block=5)
+    for flip in (False, True):
+        single = predict_probs(model, image, TTAConfig(flip=flip))
+        multi = predict_probs(model, image, TTAConfig(mode="multiscale", scales=(1.0,), flip=flip))
+        torch.testing.assert_close(multi, single, atol=1e-5, rtol=1e-5)
+    # single mode is exactly preprocess -> model -> softmax -> bilinear resize
+    with torch.no_grad():
+        ref = F.interpolate(model(preprocess(image, 32)).softmax(1), size=hw, mode="bilinear",
+                            align_corners=False)[0]
+    torch.testing.assert_close(predict_probs(model, image, TTAConfig()), ref)
+
+
+def test_flip_of_flipped_image_mirrors_probs() -> None:
+    model = PositionModel(image_size=32)
+    image = _blocks(40, 56, block=7)
+    cfg = TTAConfig(mode="multiscale", scales=(0.8, 1.3), flip=True)
+    a = predict_probs(model, image, cfg)
+    b = predict_probs(model, image[:, ::-1].copy(), cfg)
+    torch.testing.assert_close(a, b.flip(-1), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("base", ["stretch", "native"])
+def test_colour_model_gives_same_map_at_every_scale(base: str) -> None:
+    model = ColourModel(image_size=32)
+    ids = _block_ids(64, 96, block=16)
+    image = np.array(COLOURS, dtype=np.uint8)[ids]
+    truth = np.array([model.class_of(c) for c in COLOURS])[ids]
+    assert len(np.unique(truth)) >= 3  # a test that can fail
+    for scales in [(0.5,), (1.0,), (1.5,), (0.75, 1.0, 1.25, 1.5)]:
+        pred = predict(model, image, TTAConfig(mode="multiscale", scales=scales, base=base, flip=True))
+        agree = (pred == truth).mean()
+        assert agree > 0.93, (scales, agree)  # disagreement only at block edges (resampling)
+
+
+@pytest.mark.parametrize("hw, cfg", [
+    ((720, 1280), TTAConfig(mode="multiscale", scales=(0.75, 1.0, 1.25, 1.5), flip=True, window_batch=3)),
+    ((1536, 2048), TTAConfig(mode="multiscale", scales=(0.5, 1.5), overlap=0.5)),
+    ((9, 17), TTAConfig(mode="multiscale", scales=(0.5, 1.0, 2.0), base="native", flip=True)),
+    ((9, 17), TTAConfig(mode="multiscale", scales=(3.0,), base="native", overlap=0.0)),
+    ((17, 9), TTAConfig(flip=True)),
+])
+def test_window_count_and_odd_sizes(hw: tuple[int, int], cfg: TTAConfig) -> None:
+    model = ColourModel(image_size=8 if hw[0] < 20 else 64)
+    image = _blocks(*hw, block=4 if hw[0] < 20 else 64)
+    probs = predict_probs(model, image, cfg)
+    assert probs.shape == (model.num_classes, *hw)
+    torch.testing.assert_close(probs.sum(0), torch.ones(hw), atol=1e-4, rtol=0)
+    assert model.windows == count_windows(*hw, model.image_size, cfg)
+    n_views = (2 if cfg.flip else 1) * len(cfg.scales)
+    # batches never exceed window_batch; each view's windows are batched
+    assert model.calls <= -(-model.windows // cfg.window_batch) + n_views
+
+
+def test_native_larger_canvas_uses_several_windows() -> None:
+    model = ColourModel(image_size=16)
+    cfg = TTAConfig(mode="multiscale", scales=(2.0,), base="native", overlap=0.5)
+    assert count_windows(32, 48, 16, cfg) == 7 * 11
+    predict(model, _blocks(32, 48), cfg)
+    assert model.windows == 77
+
+
+def test_bad_image_is_rejected() -> None:
+    model = ColourModel()
+    with pytest.raises(ValueError, match="HxWx3 uint8"):
+        predict(model, np.zeros((8, 8), np.uint8))
+    with pytest.raises(ValueError, match="HxWx3 uint8"):
+        predict(model, np.zeros((8, 8, 3), np.float32))
+
+
+@pytest.mark.parametrize("hw", [(100, 173), (9, 17), (32, 32)])
+def test_predict_is_argmax_of_probs(hw: tuple[int, int]) -> None:
+    model = PositionModel(image_size=16, num_classes=7)
+    image = _blocks(*hw, block=3)
+    for cfg in (TTAConfig(), TTAConfig(mode="multiscale", scales=(0.5, 1.5), flip=True)):
+        pred = predict(model, image, cfg)
+        ref = predict_probs(model, image, cfg).argmax(0).numpy()
+        assert pred.dtype == np.uint8 and pred.shape == hw
+        assert (pred == ref).mean() > 0.999  # equal up to float ties
+        assert len(np.unique(ref)) > 1
