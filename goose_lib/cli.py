@@ -495,12 +495,75 @@ def _cmd_train(args: argparse.Namespace) -> int:
 # --- teacher (teacher) ---------------------------------------------------------------------------
 
 def _add_teacher(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("teacher", help="compute / cache SAM3 box-prompted teacher masks for a split")
+    p = sub.add_parser("teacher", help="compute / cache SAM3 box-prompted teacher masks for a split",
+                       description="Teacher masks for a labelled split from ground-truth boxes, cached once "
+                       "(resumable, keyed on checkpoint + parameters). With --compare OUT: also the per-class "
+                       "teacher-vs-student table and selection.json in OUT.")
+    p.add_argument("root", help="GOOSE root or 'embedded'")
+    p.add_argument("--split", default="train", help="labelled split (default train)")
+    p.add_argument("--checkpoint", default="embedded", help="SAM3 folder or 'embedded'")
+    p.add_argument("--cache-dir", help="teacher cache root (default <GOOSE_SAM3_HOME>/teacher-cache)")
+    p.add_argument("--adapt-steps", type=int, default=0, help="fine-tune the teacher's decoder first (0 = off)")
+    p.add_argument("--min-area", type=int, default=16, help="boxes: minimum object area in pixels")
+    p.add_argument("--box-margin", type=float, default=0.0, help="boxes: margin as a fraction of the box size")
+    p.add_argument("--max-boxes", type=int, help="boxes: keep the largest N objects per image")
+    p.add_argument("--limit", type=int, help="first N samples of the split")
+    p.add_argument("--shard", metavar="I/N", help="only samples I::N (a cluster job array's share)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--compare", metavar="OUT", help="also compare with --student and write the selection to OUT")
+    p.add_argument("--student", default="", help="student checkpoint for --compare ('' = untrained student)")
+    p.add_argument("--margin", type=float, default=0.0, help="selection: required IoU gain of the teacher")
+    p.add_argument("--min-pixels", type=int, default=100, help="selection: minimum support in pixels")
+    p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+    p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_teacher)
 
 
 def _cmd_teacher(args: argparse.Namespace) -> int:
-    raise CommandError("teacher: not implemented yet")
+    import json
+    from pathlib import Path
+
+    from goose_lib import paths
+    from goose_lib.teacher.adapt import AdaptConfig, prepare_teacher_checkpoint
+    from goose_lib.teacher.boxes import BoxParams
+    from goose_lib.teacher.cache import cache_split
+
+    shard = (0, 1)
+    if args.shard:
+        try:
+            i, n = (int(v) for v in args.shard.split("/"))
+            shard = (i, n)
+        except ValueError as exc:
+            raise CommandError(f"teacher: --shard must look like I/N, got {args.shard!r}") from exc
+    progress = not args.no_progress
+    boxes = BoxParams(min_area=args.min_area, margin=args.box_margin, max_boxes=args.max_boxes)
+    ckpt = prepare_teacher_checkpoint(args.checkpoint, args.root, cfg=AdaptConfig(steps=args.adapt_steps),
+                                      box_params=boxes, device=args.device, progress=progress)
+    cache_root = Path(args.cache_dir) if args.cache_dir else paths.home() / "teacher-cache"
+    rep = cache_split(ckpt, args.root, args.split, cache_root, box_params=boxes, limit=args.limit, shard=shard,
+                      device=args.device, progress=progress)
+    summary = {"cache": str(rep.folder), "checkpoint": str(ckpt), "split": args.split, "total": rep.total,
+               "computed": rep.computed, "reused": rep.reused}
+    if args.compare:
+        from goose_lib.data.layout import index_split
+        from goose_lib.teacher.selection import (SelectionRule, compare, save_selection, select_classes,
+                                                 student_predictor)
+
+        predict_fn, label = student_predictor(args.student, sam3_checkpoint=args.checkpoint, device=args.device)
+        samples = index_split(paths.resolve_data_root(args.root), args.split, limit=args.limit)
+        table, _ = compare(samples, rep.folder, predict_fn, progress=progress)
+        rule = SelectionRule(margin=args.margin, min_pixels=args.min_pixels)
+        chosen = select_classes(table, rule)
+        _, sel = save_selection(args.compare, table, chosen, rule, checkpoint=args.student or label,
+                                teacher_checkpoint=str(ckpt), teacher_cache=str(rep.folder))
+        summary.update(selection=str(sel), selected_classes=chosen)
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(f"teacher cache {rep.folder}: {rep.computed} computed, {rep.reused} reused of {rep.total}")
+        if args.compare:
+            print(f"selection {summary['selection']}: classes {summary['selected_classes']}")
+    return 0
 
 
 # --- entry point -------------------------------------------------------------------------------

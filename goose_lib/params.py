@@ -120,7 +120,7 @@ class ErrorAnalysisParams:
     limit: int | None = None  # first N samples; None = whole split
     exclude_scenarios: tuple[str, ...] = ()  # scenario folders left out (e.g. misaligned labels)
     protocol: Literal["ignore_void", "void_as_class"] = "ignore_void"  # void handling of the metric
-    scales: tuple[float, ...] = (0.75, 1.0, 1.25, 1.5)  # multi-scale TTA scales
+    scales: tuple[float, ...] = (0.75, 1.0, 1.25)  # multi-scale TTA scales (paper: 0.75 ... 1.5)
     flip: bool = False  # TTA also averages the mirrored image (doubles the windows)
     overlap: float = 0.25  # sliding-window overlap in [0, 1)
     window_batch: int = 4  # windows per forward pass
@@ -153,8 +153,78 @@ class ErrorAnalysisParams:
             raise ValueError(f"boundary_bins must be strictly increasing, got {self.boundary_bins}")
 
 
+@dataclass(frozen=True)
+class TeacherParams:
+    """notebooks/02_teacher_comparison.ipynb: SAM3 oracle-box teacher vs student, class selection."""
+
+    sam3_checkpoint: str = "embedded"  # SAM3 folder (facebook/sam3 layout) or "embedded" (tiny random)
+    student_checkpoint: str = ""  # student checkpoint / run folder; "" = UNTRAINED student (labelled so)
+    data_root: str = "embedded"  # "embedded" or a GOOSE download
+    train_split: str = "train"  # split cached for distillation (and used for adaptation)
+    compare_split: str = "val"  # labelled split of the comparison
+    train_limit: int | None = None  # first N training samples cached; None = all
+    compare_limit: int | None = None  # first N comparison samples; None = all
+    cache_dir: str = ""  # teacher cache root; "" = <GOOSE_SAM3_HOME>/teacher-cache (keyed, shared)
+    min_area: int = 16  # boxes: objects below this many pixels get no box
+    box_margin: float = 0.0  # boxes: widen by this fraction of the box size per side
+    box_margin_px: int = 0  # boxes: ... plus this many pixels
+    max_boxes: int | None = None  # boxes: keep the largest N objects per image; None = all
+    use_instances: bool = True  # boxes: one per instance id where the class has instances
+    multimask: bool = True  # teacher: 3 candidates per box, keep the best predicted IoU
+    mask_threshold: float = 0.5  # teacher: probability for a pixel to take the box's class
+    tie_margin: float = 0.05  # teacher: two classes within this of each other -> none
+    no_memory_level: Literal["original", "transformers"] = "original"  # where no_memory_embedding goes
+    box_batch: int = 64  # teacher: boxes decoded per call
+    adapt_steps: int = -1  # teacher adaptation steps; -1 = auto (150 for "embedded", else 0 = off)
+    adapt_lr: float = 3e-3  # adaptation learning rate
+    adapt_images_per_step: int = 2  # adaptation images per step
+    margin: float = 0.0  # selection: teacher IoU must exceed student IoU by more than this
+    min_pixels: int = 100  # selection: ground-truth pixels of the class inside its boxes
+    min_images: int = 1  # selection: images with a box of the class
+    max_classes: int | None = None  # selection: keep the N largest gains; None = all
+    gallery_classes: int = 4  # classes shown in the gallery (selected first, else largest gains)
+    gallery_rows: int = 3  # images in the gallery
+    device: str = "auto"  # "auto", "cpu", "cuda"
+    seed: int = 0  # adaptation seed and the untrained student's decoder seed
+    progress: bool = True  # progress bars
+    out_dir: str = "."  # comparison table, selection.json and figures go here
+
+    def __post_init__(self) -> None:
+        if self.adapt_steps < -1:
+            raise ValueError(f"adapt_steps must be -1 (auto) or >= 0, got {self.adapt_steps}")
+        if self.compare_split == "test":
+            raise ValueError("compare_split 'test' has no labels; compare on 'val' (or 'train')")
+
+    def box_params(self):  # -> goose_lib.teacher.boxes.BoxParams
+        from goose_lib.teacher.boxes import BoxParams
+
+        return BoxParams(min_area=self.min_area, margin=self.box_margin, margin_px=self.box_margin_px,
+                         max_boxes=self.max_boxes, use_instances=self.use_instances)
+
+    def teacher_config(self):  # -> goose_lib.teacher.prompt.TeacherConfig
+        from goose_lib.teacher.prompt import TeacherConfig
+
+        return TeacherConfig(multimask=self.multimask, mask_threshold=self.mask_threshold,
+                             tie_margin=self.tie_margin, no_memory_level=self.no_memory_level,
+                             box_batch=self.box_batch)
+
+    def adapt_config(self):  # -> goose_lib.teacher.adapt.AdaptConfig
+        from goose_lib.teacher.adapt import AdaptConfig
+
+        steps = self.adapt_steps if self.adapt_steps >= 0 else (150 if self.sam3_checkpoint == "embedded" else 0)
+        return AdaptConfig(steps=steps, lr=self.adapt_lr, images_per_step=self.adapt_images_per_step,
+                           limit=self.train_limit, seed=self.seed, no_memory_level=self.no_memory_level)
+
+    def selection_rule(self):  # -> goose_lib.teacher.selection.SelectionRule
+        from goose_lib.teacher.selection import SelectionRule
+
+        return SelectionRule(margin=self.margin, min_pixels=self.min_pixels, min_images=self.min_images,
+                             max_classes=self.max_classes)
+
+
 NOTEBOOK_PARAMS: dict[str, type] = {
     "01_data_exploration": ExplorationParams,
+    "02_teacher_comparison": TeacherParams,
     "03_training": TrainingParams,
     "04_error_analysis": ErrorAnalysisParams,
 }

@@ -5,8 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from goose_lib.teacher.boxes import (BoxParams, BoxSet, box_pixels, boxes_from_labels, boxes_from_prediction,
-                                     clip_boxes, make_boxset)
+from goose_lib.teacher.boxes import (
+    BoxParams,
+    BoxSet,
+    box_pixels,
+    boxes_from_labels,
+    boxes_from_prediction,
+    clip_boxes,
+    make_boxset,
+)
 
 
 def _label() -> np.ndarray:

@@ -13,8 +13,13 @@ import torch.nn.functional as F
 from goose_lib.teacher.boxes import make_boxset
 from goose_lib.teacher.cache import MANIFEST, item_path, write_item
 from goose_lib.teacher.prompt import TeacherMaps
-from goose_lib.train.distill import (DistillConfig, TeacherTargets, distill_loss, replace_labels,
-                                     resolve_distill)
+from goose_lib.train.distill import (
+    DistillConfig,
+    TeacherTargets,
+    distill_loss,
+    replace_labels,
+    resolve_distill,
+)
 
 
 def _reference_bce(logits, prob, region, classes) -> torch.Tensor:

@@ -41,8 +41,8 @@ def test_notebook_is_committed_clean_and_thin() -> None:
     lines = [line for line in params.source.splitlines() if line.strip()]
     assert all("#" in line for line in lines)
     tree = ast.parse(params.source)
-    values = {n.targets[0].id: ast.literal_eval(n.value) for n in tree.body}
     assert all(isinstance(n, ast.Assign) for n in tree.body)
+    values = {n.targets[0].id: ast.literal_eval(n.value) for n in tree.body}
     assert validate(ExplorationParams, values) == ExplorationParams()
     assert "validate_namespace(ExplorationParams, globals())" in nb.cells[nb.cells.index(params) + 1].source
     assert NOTEBOOK_PARAMS["01_data_exploration"] is ExplorationParams

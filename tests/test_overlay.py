@@ -141,7 +141,7 @@ def test_collect_class_crops_per_class_limit() -> None:
 def test_dataset_class_crops_on_synthetic(tiny_root) -> None:
     from goose_lib.data.dataset import GooseDataset, read_label
 
-    ds = GooseDataset(tiny_root, "train")
+    ds = GooseDataset(tiny_root, "val")
     counts = np.zeros(64, np.int64)
     for s in ds.samples:
         counts[np.unique(read_label(s.labelids))] += 1
@@ -152,7 +152,7 @@ def test_dataset_class_crops_on_synthetic(tiny_root) -> None:
     for c in rare:
         assert got.count(c) == min(5, counts[c])  # one crop per image that holds it
     for crop in crops:
-        assert (crop["label"] == crop["class_id"]).any() and crop["key"].startswith("train/")
+        assert (crop["label"] == crop["class_id"]).any() and crop["key"].startswith("val/")
     assert ov.dataset_class_crops(ds, rare, max_scan=0) == []
 
 

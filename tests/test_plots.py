@@ -156,7 +156,7 @@ def test_confusion_heatmap_normalisation() -> None:
 def test_no_pyplot_state_and_figures_are_freed(onto: Ontology, tmp_path: Path) -> None:
     before = plt.get_fignums()
     refs = []
-    for i in range(20):
+    for i in range(10):
         fig = plots.category_distribution(np.arange(64) + i, onto)
         refs.append(weakref.ref(fig))
         del fig

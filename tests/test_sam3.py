@@ -52,6 +52,10 @@ def test_tiny_checkpoint_is_in_facebook_layout_and_loads_with_no_missing_keys(ti
     for name, p in model.vision_encoder.neck.state_dict().items():
         torch.testing.assert_close(p, state["tracker_neck." + name], rtol=0, atol=0)
     enc = sam3.load_vision_encoder(tiny_checkpoint)
+    x = torch.rand(1, 3, 224, 224) * 2 - 1
+    with torch.no_grad():  # our loader and transformers' from_pretrained agree on the shared backbone
+        torch.testing.assert_close(enc.backbone(x).last_hidden_state, model.vision_encoder.backbone(x).last_hidden_state,
+                                   rtol=0, atol=0)
     bb = enc.backbone.config
     assert (enc.config.image_size, bb.num_hidden_layers, bb.hidden_size) == (224, 6, 64)
     assert [i for i, layer in enumerate(enc.backbone.layers) if layer.window_size == 0] == [2, 5]

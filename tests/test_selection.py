@@ -9,8 +9,14 @@ import pytest
 from goose_lib.teacher.boxes import boxes_from_labels
 from goose_lib.teacher.cache import item_path, write_item
 from goose_lib.teacher.prompt import TeacherMaps
-from goose_lib.teacher.selection import (SelectionRule, compare, load_selection, mean_iou, save_selection,
-                                         select_classes)
+from goose_lib.teacher.selection import (
+    SelectionRule,
+    compare,
+    load_selection,
+    mean_iou,
+    save_selection,
+    select_classes,
+)
 
 
 @pytest.fixture()
@@ -79,7 +85,7 @@ def test_student_of_one_class_scores_the_box_fill_iou(perfect_cache) -> None:
 
 
 def test_selection_files_and_empty_selection(perfect_cache, tmp_path) -> None:
-    samples, folder, labels = perfect_cache
+    samples, folder, _ = perfect_cache
     table, _ = compare(samples, folder, lambda im: np.zeros(im.shape[:2], np.uint8), progress=False)
     rule = SelectionRule(min_pixels=10**9)
     chosen = select_classes(table, rule)

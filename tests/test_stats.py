@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -121,7 +122,11 @@ def test_stats_cache_hit_and_invalidation(tmp_path: Path, monkeypatch: pytest.Mo
     assert np.array_equal(cached.pixel_counts, first.pixel_counts) and _as_set(cached.boxes) == _as_set(first.boxes)
     # a label file changes (size and mtime) -> recomputed
     path = root / "labels" / "train" / "s2" / "s2_0000_2_labelids.png"
+    before = path.stat()
     Image.fromarray(np.full((2, 3), 31, np.uint8)).save(path)
+    after = path.stat()
+    if (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns):  # coarse-mtime filesystems
+        os.utime(path, ns=(before.st_mtime_ns + 10**9, before.st_mtime_ns + 10**9))
     changed = compute_stats(root, "train", workers=1, progress=False)
     assert changed.pixel_counts[31] == 6 and changed.pixel_counts[0] == 0
 

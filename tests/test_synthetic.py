@@ -152,3 +152,10 @@ def test_ensure_embedded_dataset_once_and_race_safe(tmp_path: Path, monkeypatch:
     assert len(index_split(target, "test", use_cache=False)) == 1
     mtime = target.stat().st_mtime_ns
     assert ensure_embedded_dataset() == target and target.stat().st_mtime_ns == mtime  # not rewritten
+
+
+def test_ensure_embedded_dataset_rejects_a_foreign_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GOOSE_SAM3_HOME", str(tmp_path))
+    (tmp_path / EMBEDDED_NAME).mkdir()
+    with pytest.raises(FileExistsError, match="not a complete embedded dataset"):
+        ensure_embedded_dataset()

@@ -161,3 +161,37 @@ def test_mask_outside_its_box_is_ignored() -> None:
 def test_mismatched_boxes_raise(tracker) -> None:
     with pytest.raises(ValueError, match="boxes for"):
         Teacher(tracker).predict([_image(60, 80)], [_boxes(2, 50, 50)])
+
+
+def test_adaptation_improves_the_teacher_and_saves_a_strict_checkpoint(tiny_checkpoint, tiny_root, tmp_path) -> None:
+    from goose_lib.data.layout import index_split
+    from goose_lib.models.sam3 import checkpoint_fingerprint, load_tracker
+    from goose_lib.teacher.adapt import (
+        AdaptConfig,
+        adapt_teacher,
+        mean_box_iou,
+        prepare_examples,
+        save_adapted,
+        trainable_names,
+    )
+    from goose_lib.teacher.boxes import BoxParams
+
+    model = load_tracker(tiny_checkpoint)
+    base_encoder = {k: v.clone() for k, v in model.vision_encoder.state_dict().items()}
+    samples = index_split(tiny_root, "train")
+    bp = BoxParams(max_boxes=8)
+    examples = prepare_examples(model, samples, bp, "original", progress=False)
+    before = mean_box_iou(model, examples)
+    losses = adapt_teacher(model, samples, AdaptConfig(steps=60, lr=3e-3, images_per_step=2), bp, progress=False)
+    after = mean_box_iou(model, examples)
+    assert len(losses) == 60 and np.mean(losses[-10:]) < np.mean(losses[:10])
+    assert after > before + 0.05, (before, after)
+    for k, v in model.vision_encoder.state_dict().items():
+        assert torch.equal(v, base_encoder[k])  # the encoder stays frozen
+    out = save_adapted(model, tiny_checkpoint, tmp_path / "adapted")
+    again = load_tracker(out)  # strict: raises on any missing / unexpected key
+    own = dict(model.state_dict())
+    for name in trainable_names(model):
+        assert torch.equal(dict(again.named_parameters())[name], own[name])
+    assert checkpoint_fingerprint(out) != checkpoint_fingerprint(tiny_checkpoint)
+    assert adapt_teacher(model, samples, AdaptConfig(steps=0)) == []

@@ -11,8 +11,15 @@ import pytest
 import torch
 
 from goose_lib.teacher.boxes import BoxParams
-from goose_lib.teacher.cache import (TeacherCacheError, build_teacher_cache, cache_key, item_path, key_dir,
-                                     open_cache, read_item)
+from goose_lib.teacher.cache import (
+    TeacherCacheError,
+    build_teacher_cache,
+    cache_key,
+    item_path,
+    key_dir,
+    open_cache,
+    read_item,
+)
 from goose_lib.teacher.prompt import Teacher, TeacherConfig
 
 
@@ -120,7 +127,7 @@ def test_cache_of_another_checkpoint_is_detected_not_reused(root, tracker, tmp_p
     again = build_teacher_cache(samples, tmp_path / "c", fingerprint="fp-B", teacher=t2, box_params=BP, progress=False)
     assert again.computed == 1 and t2.calls["encode"] == 1
     # a manifest that does not match its folder's key is refused
-    (b.folder / "manifest.json").write_text(open(a.folder / "manifest.json").read())
+    (b.folder / "manifest.json").write_text((a.folder / "manifest.json").read_text())
     with pytest.raises(TeacherCacheError, match="manifest.json"):
         build_teacher_cache(samples, tmp_path / "c", fingerprint="fp-B", teacher=t2, box_params=BP, progress=False)
 
@@ -172,7 +179,7 @@ def test_unlabelled_split_needs_prediction_boxes(root, tracker, tmp_path) -> Non
     with pytest.raises(TeacherCacheError, match="no label"):
         build_teacher_cache(samples, tmp_path / "c", fingerprint="fp", teacher=Teacher(tracker), box_params=BP, progress=False)
     pred = lambda im: np.where(np.arange(im.shape[0])[:, None] < im.shape[0] // 2, 53, 50).astype(np.uint8) \
-        * np.ones(im.shape[:2], np.uint8)  # noqa: E731  (sky above, grass below)
+        * np.ones(im.shape[:2], np.uint8)
     rep = build_teacher_cache(samples, tmp_path / "c", fingerprint="fp", teacher=Teacher(tracker),
                               box_source="prediction", predict_fn=pred, predictor_id="toy", box_params=BP, progress=False)
     it = read_item(item_path(rep.folder, samples[0].key))

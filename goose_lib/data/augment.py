@@ -38,7 +38,6 @@ import numpy as np
 import torch
 from PIL import Image
 
-from goose_lib.models.sam3 import preprocess
 from goose_lib.ontology import IGNORE_INDEX
 
 # Map keys moved with the image, and the value padding fills them with.
@@ -312,7 +311,7 @@ class EvalTransform:
         self.image_size = int(image_size)
 
     def __call__(self, item: Mapping[str, Any]) -> dict[str, Any]:
-        image = preprocess(_tensor(item["image"]).permute(2, 0, 1), self.image_size)[0]
+        image = _tensor(normalize(resize_image(item["image"], self.image_size)))
         maps = {k: _tensor(item[k]) for k in MAP_KEYS if item.get(k) is not None}
         return _finish(item, image, maps)
 

@@ -217,9 +217,12 @@ def index_split(root: str | os.PathLike, split: str, *, cameras: Sequence[str] =
     if samples is None:
         samples = _scan(root, split, cameras, exclude)
         if use_cache:
-            atomic_write_text(cache, json.dumps({
-                "root": str(root), "split": split, "fingerprint": fp,
-                "labelled": (root / "labels" / split).is_dir(), "samples": _to_rows(samples)}))
+            try:
+                atomic_write_text(cache, json.dumps({
+                    "root": str(root), "split": split, "fingerprint": fp,
+                    "labelled": (root / "labels" / split).is_dir(), "samples": _to_rows(samples)}))
+            except OSError as exc:  # a read-only home must not stop the data from loading
+                warnings.warn(f"{cache}: cannot write the index cache ({exc})", stacklevel=2)
     if not samples:
         raise LayoutError(f"{img_root}: no images of cameras {list(cameras)}"
                           + (f" outside excluded scenarios {list(exclude)}" if exclude else "")

@@ -353,5 +353,8 @@ def compute_stats(root: str | os.PathLike, split: str, *, config: DataConfig | N
         warnings.warn(f"{root}: statistics of split {split!r} skipped {len(stats.skipped)} bad sample(s), "
                       f"e.g. {stats.skipped[0]}", stacklevel=2)
     if cache is not None:
-        stats.save(cache)
+        try:
+            stats.save(cache)
+        except OSError as exc:  # a read-only home must not lose the computed result
+            warnings.warn(f"{cache}: cannot write the statistics cache ({exc})", stacklevel=2)
     return stats

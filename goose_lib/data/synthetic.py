@@ -364,6 +364,9 @@ def ensure_embedded_dataset() -> Path:
     """``paths.home()/"embedded-goose-v1"``, written once (temp folder + rename; safe under races)."""
     target = paths.home() / EMBEDDED_NAME
     if target.is_dir():
+        if not (target / MAPPING_CSV).is_file() or not (target / "images").is_dir():
+            raise FileExistsError(f"{target}: exists but is not a complete embedded dataset; delete it "
+                                  "and it will be written again")
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{EMBEDDED_NAME}."))

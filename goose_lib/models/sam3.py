@@ -184,12 +184,18 @@ def load_vision_encoder(path: str | os.PathLike, *, device: str | torch.device =
     """
     from safetensors import safe_open
     from transformers import Sam3VisionModel
+    from transformers.initialization import no_init_weights
 
     path = Path(path)
     config = read_vision_config(path)
     _check_image_size(path, config.image_size, image_size)
     layout, selected = _select_vision_weights(path, _weight_files(path))
-    model = Sam3VisionModel(config)
+    # Skip random initialisation (~10 s for the real 454M encoder on a CPU): every parameter and
+    # persistent buffer is overwritten by the strict load below; the non-persistent ones (RoPE
+    # frequencies, position ids) are computed in __init__. (transformers patches torch.nn.init
+    # while the block runs, as its own from_pretrained does.)
+    with no_init_weights():
+        model = Sam3VisionModel(config)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(selected))
     unexpected = sorted(selected[k][1] for k in set(selected) - set(expected))

@@ -21,14 +21,22 @@ from __future__ import annotations
 import concurrent.futures as cf
 import multiprocessing
 import os
-import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from goose_lib.io import atomic_write_json, sha256_file, sha256_json
 from goose_lib.reports import provenance
-from goose_lib.reports.execute import RECORD_FILE, RunSpecError, check_params, execute_run, lock, read_record
+from goose_lib.reports.execute import (
+    RECORD_FILE,
+    RunSpecError,
+    check_params,
+    clear_dir,
+    execute_run,
+    lock,
+    read_record,
+)
+from goose_lib.reports.kernels import KernelPool
 from goose_lib.reports.spec import AblationSpec, Run, resolve_params
 
 OK, FAILED, SKIPPED, CACHED, BLOCKED = "ok", "failed", "skipped", "cached", "blocked"
@@ -74,8 +82,7 @@ def run_key(run: Run, params: Mapping[str, Any], inputs: Mapping[str, Any], upst
 
 def _write_marker(reports_dir: Path, run: Run, status: str, error: str, key: str | None = None) -> dict:
     run_dir = reports_dir / run.name
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
+    clear_dir(run_dir)
     record = {"name": run.name, "notebook": run.notebook.stem, "status": status, "error": error,
               "error_cell": None, "key": key}
     atomic_write_json(run_dir / RECORD_FILE, record)
@@ -83,7 +90,7 @@ def _write_marker(reports_dir: Path, run: Run, status: str, error: str, key: str
 
 
 def process_run(run: Run, reports_dir: str, upstream: Mapping[str, str], force: bool = False,
-                registry: Mapping[str, type] | None = None) -> dict[str, Any]:
+                registry: Mapping[str, type] | None = None, kernels: KernelPool | None = None) -> dict[str, Any]:
     """Execute one run under its lock unless it is up to date. ``upstream``: dependency run ->
     its key. Returns the record plus ``"outcome"`` (ok / failed / cached)."""
     root = Path(reports_dir).resolve()
@@ -99,8 +106,25 @@ def process_run(run: Run, reports_dir: str, upstream: Mapping[str, str], force: 
         old = read_record(run_dir)
         if not force and old and old.get("status") == OK and old.get("key") == key:
             return {**old, "outcome": CACHED}
-        record = execute_run(run.notebook, run_dir, params, key=key, inputs=inputs, registry=registry)
+        record = execute_run(run.notebook, run_dir, params, key=key, inputs=inputs, registry=registry,
+                             kernels=kernels)
     return {**record, "outcome": record["status"]}
+
+
+def _prestart(kernels: KernelPool | None, runs: list[Run], results: Mapping[str, dict], root: Path,
+              count: int = 2) -> None:
+    """Start the kernels of the ``count`` runs likely to execute next (runs not cut off by a failed
+    upstream and without a successful record), so they boot while other work goes on."""
+    if kernels is None:
+        return
+    for run in runs:
+        if count == 0:
+            return
+        if any(results.get(d, {}).get("outcome") in (FAILED, SKIPPED, BLOCKED) for d in run.deps):
+            continue
+        count -= 1
+        if (read_record(root / run.name) or {}).get("status") != OK:
+            kernels.prestart(root / run.name)
 
 
 def _progress(total: int, enabled: bool):
@@ -125,6 +149,9 @@ def run_ablation(spec: AblationSpec, reports_dir: str | os.PathLike, *, workers:
     if workers > 1:
         pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
     in_flight: dict[cf.Future, Run] = {}
+    kernels = KernelPool() if pool is None else None
+    if todo:
+        provenance.warm_up()
     bar = _progress(len(todo), progress)
 
     def finish(run: Run, result: dict[str, Any]) -> None:
@@ -167,7 +194,8 @@ def run_ablation(spec: AblationSpec, reports_dir: str | os.PathLike, *, workers:
                     finish(run, {"name": run.name, "outcome": BLOCKED, "status": BLOCKED,
                                  "error": f"upstream run {dep} is not complete in {root} (run its stage first)"})
                 elif pool is None:
-                    finish(run, process_run(run, str(root), keys, force, registry))
+                    _prestart(kernels, [run, *pending], results, root)  # this run's and the next
+                    finish(run, process_run(run, str(root), keys, force, registry, kernels))
                     break  # re-scan from the top: order is the spec's
                 else:
                     in_flight[pool.submit(process_run, run, str(root), keys, force, registry)] = run
@@ -183,6 +211,8 @@ def run_ablation(spec: AblationSpec, reports_dir: str | os.PathLike, *, workers:
                         finish(run, {**rec, "outcome": FAILED})
     finally:
         bar.close()
+        if kernels is not None:
+            kernels.close()
         if pool is not None:
             pool.shutdown(cancel_futures=True)
     if index:

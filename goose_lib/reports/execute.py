@@ -32,6 +32,7 @@ from goose_lib.io import atomic_write_json, read_json
 from goose_lib.paths import repo_root
 from goose_lib.reports import provenance
 from goose_lib.reports.html import STATIC_DIR, HtmlReporter, reporter
+from goose_lib.reports.kernels import KernelPool, register_engine
 
 NOTEBOOK_FILE = "notebook.ipynb"
 HTML_FILE = "report.html"
@@ -132,6 +133,16 @@ def read_record(run_dir: str | os.PathLike) -> dict[str, Any] | None:
         return None
 
 
+def clear_dir(path: Path) -> None:
+    """Create ``path`` or empty it, keeping the folder itself (a pre-started kernel may be in it)."""
+    path.mkdir(parents=True, exist_ok=True)
+    for child in path.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -144,11 +155,13 @@ def _cells_seconds(nb: Any) -> float:
 def execute_run(notebook: Path, run_dir: str | os.PathLike, params: Mapping[str, Any], *,
                 key: str | None = None, inputs: Mapping[str, Any] | None = None,
                 html: HtmlReporter | None = None, static_dir: str | os.PathLike | None = None,
-                seed: Any = None, registry: Mapping[str, type] | None = None) -> dict[str, Any]:
+                seed: Any = None, registry: Mapping[str, type] | None = None,
+                kernels: KernelPool | None = None) -> dict[str, Any]:
     """Execute ``notebook`` with ``params`` in ``run_dir`` (its working directory) and write the
     run folder described in the module docstring. Never raises for a failing notebook: the
     returned record (also ``run.json``) has ``status == "failed"`` and the error. The caller
     holds the run's lock. ``run_dir`` is emptied first (stale outputs of an interrupted run).
+    ``kernels``: a pool that may hold a kernel pre-started in ``run_dir``.
     """
     import papermill
     from papermill.exceptions import PapermillExecutionError
@@ -156,9 +169,7 @@ def execute_run(notebook: Path, run_dir: str | os.PathLike, params: Mapping[str,
     t0 = time.perf_counter()
     started = _now()
     run_dir = Path(run_dir).resolve()
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True)
+    clear_dir(run_dir)
     params = dict(params)
     if seed is None:
         seed = params.get("seed", declared_params(notebook, registry).get("seed"))
@@ -170,9 +181,11 @@ def execute_run(notebook: Path, run_dir: str | os.PathLike, params: Mapping[str,
     try:
         if inputs is None:
             inputs = provenance.input_fingerprints(params, run_dir)
+        km = kernels.take(run_dir) if kernels is not None else None
+        engine = {"engine_name": register_engine(), "km": km} if km is not None else {}
         nb = papermill.execute_notebook(
             str(notebook), str(run_dir / NOTEBOOK_FILE), parameters=params, kernel_name=KERNEL_NAME,
-            cwd=str(run_dir), progress_bar=False, log_output=False, shutdown_kernel="immediate")
+            cwd=str(run_dir), progress_bar=False, log_output=False, shutdown_kernel="immediate", **engine)
     except PapermillExecutionError as exc:
         record.update(status="failed", error=f"{exc.ename}: {exc.evalue}", error_cell=exc.exec_count)
     except Exception as exc:  # noqa: BLE001 - a dead kernel, an unreadable notebook: keep going

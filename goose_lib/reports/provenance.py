@@ -186,6 +186,19 @@ def device_info(device: str = "auto") -> dict[str, Any]:
     return {"device": resolved, "name": name, "cpus": os.cpu_count()}
 
 
+def warm_up() -> None:
+    """Compute the per-process parts of provenance (device: imports torch, ~1-3 s; versions; code
+    version) in a background thread, so the first run does not wait for them."""
+    import threading
+
+    def work() -> None:
+        code_version()
+        library_versions()
+        device_info("auto")
+
+    threading.Thread(target=work, name="goose-provenance-warm-up", daemon=True).start()
+
+
 def collect(*, notebook: str, params: Mapping[str, Any], inputs: Mapping[str, Any], seed: Any,
             started: str, wall_s: float, key: str | None = None) -> dict[str, Any]:
     """The provenance record of one run (JSON-ready)."""

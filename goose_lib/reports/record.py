@@ -5,8 +5,9 @@ directory papermill runs the notebook in). Values are merged, so cells can recor
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from goose_lib.io import atomic_write_json, read_json
 

@@ -19,15 +19,16 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from goose_lib.teacher.boxes import BoxParams, boxes_from_labels
+from goose_lib.teacher.boxes import DEFAULT_BOXES, BoxParams, boxes_from_labels
 from goose_lib.teacher.prompt import encode_image, tracker_image_size
 
 FROZEN_DECODER = ("mask_decoder.conv_s0.", "mask_decoder.conv_s1.")
@@ -57,7 +58,7 @@ def trainable_names(model: torch.nn.Module) -> list[str]:
             if n.startswith(("prompt_encoder.", "mask_decoder.")) and not n.startswith(FROZEN_DECODER)]
 
 
-def _prepare(model: torch.nn.Module, samples: Sequence[Any], box_params: BoxParams,
+def prepare_examples(model: torch.nn.Module, samples: Sequence[Any], box_params: BoxParams,
              no_memory_level: str, progress: bool) -> list[dict[str, Any]]:
     """Per image: embeddings (computed once), model-frame boxes (n,4) and target masks (n,4g,4g)."""
     from tqdm.auto import tqdm
@@ -91,6 +92,22 @@ def _prepare(model: torch.nn.Module, samples: Sequence[Any], box_params: BoxPara
     return data
 
 
+@torch.no_grad()
+def mean_box_iou(model: torch.nn.Module, examples: Sequence[dict[str, Any]]) -> float:
+    """Mean over boxes of the IoU, inside each box, between the teacher's chosen mask (logit > 0)
+    and the object's mask, in the mask frame (examples from :func:`prepare_examples`)."""
+    ious = []
+    for d in examples:
+        out = model(image_embeddings=d["emb"], input_boxes=d["boxes"][None].to(d["target"].device),
+                    multimask_output=True)
+        lg, sc = out.pred_masks[0], out.iou_scores[0]
+        best = lg.gather(1, sc.argmax(1)[:, None, None, None].expand(-1, 1, *lg.shape[-2:]))[:, 0]
+        h = (best > 0).float() * d["inside"]
+        t = d["target"] * d["inside"]
+        ious.append(((h * t).sum((1, 2)) / ((h + t) > 0).float().sum((1, 2)).clamp_min(1)).cpu())
+    return float(torch.cat(ious).mean()) if ious else float("nan")
+
+
 def _box_loss(logits: torch.Tensor, iou_pred: torch.Tensor, target: torch.Tensor,
               inside: torch.Tensor) -> torch.Tensor:
     """logits (n,k,h,w), iou_pred (n,k), target and inside-the-box mask (n,h,w) -> scalar.
@@ -115,14 +132,14 @@ def _box_loss(logits: torch.Tensor, iou_pred: torch.Tensor, target: torch.Tensor
 
 
 def adapt_teacher(model: torch.nn.Module, samples: Sequence[Any], cfg: AdaptConfig,
-                  box_params: BoxParams = BoxParams(), *, progress: bool = True) -> list[float]:
+                  box_params: BoxParams = DEFAULT_BOXES, *, progress: bool = True) -> list[float]:
     """Fine-tune ``model`` (a Sam3TrackerModel) in place; returns the loss per step."""
     from tqdm.auto import tqdm
 
     if cfg.steps == 0:
         return []
     samples = list(samples)[: cfg.limit] if cfg.limit else list(samples)
-    data = _prepare(model, samples, box_params, cfg.no_memory_level, progress)
+    data = prepare_examples(model, samples, box_params, cfg.no_memory_level, progress)
     if not data:
         raise ValueError("adapt_teacher: no training sample has a box; nothing to adapt on")
     names = set(trainable_names(model))
@@ -197,3 +214,32 @@ def save_adapted(model: torch.nn.Module, base: str | os.PathLike, out: str | os.
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def prepare_teacher_checkpoint(checkpoint: str, data_root: str, *, cfg: AdaptConfig | None = None,
+                               box_params: BoxParams = DEFAULT_BOXES, split: str = "train",
+                               out_root: str | os.PathLike | None = None, device: str = "auto",
+                               progress: bool = True) -> Path:
+    """The teacher's checkpoint folder: ``checkpoint`` itself when ``cfg.steps == 0``, else an
+    adapted copy under ``out_root`` (default ``paths.home()/"teacher-adapted"``), named by a hash
+    of the base fingerprint, the data root, ``cfg`` and ``box_params``; reused when it exists."""
+    from goose_lib import paths
+    from goose_lib.config import to_dict
+    from goose_lib.data.layout import index_split
+    from goose_lib.io import sha256_json
+    from goose_lib.models.sam3 import checkpoint_fingerprint, load_tracker
+
+    cfg = cfg or AdaptConfig()
+    base = paths.resolve_checkpoint(checkpoint)
+    if cfg.steps == 0:
+        return base
+    root = paths.resolve_data_root(data_root)
+    tag = sha256_json({"base": checkpoint_fingerprint(base), "root": str(Path(root).resolve()), "split": split,
+                       "adapt": to_dict(cfg), "boxes": to_dict(box_params)})[:16]
+    out = Path(out_root) if out_root is not None else paths.home() / "teacher-adapted"
+    out = out / f"adapted-{tag}"
+    if (out / "config.json").is_file():
+        return out
+    model = load_tracker(base, device=paths.resolve_device(device))
+    adapt_teacher(model, index_split(root, split), cfg, box_params, progress=progress)
+    return save_adapted(model, base, out)

@@ -15,8 +15,9 @@ clipping are dropped. An image without any box is valid (an empty :class:`BoxSet
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Sequence
+from typing import Literal
 
 import numpy as np
 from scipy import ndimage
@@ -48,6 +49,9 @@ class BoxParams:
             raise ValueError(f"max_boxes must be >= 1 or None, got {self.max_boxes}")
 
 
+DEFAULT_BOXES = BoxParams()
+
+
 @dataclass(frozen=True)
 class BoxSet:
     """The prompt boxes of one image.
@@ -69,7 +73,7 @@ class BoxSet:
         return int(self.xyxy.shape[0])
 
     @staticmethod
-    def empty(height: int, width: int) -> "BoxSet":
+    def empty(height: int, width: int) -> BoxSet:
         return BoxSet(np.zeros((0, 4), np.float32), np.zeros(0, np.int64), (), np.zeros(0, np.int64),
                       height, width, ())
 
@@ -114,7 +118,7 @@ def box_pixels(xyxy: np.ndarray, height: int, width: int) -> np.ndarray:
 def _objects(mask: np.ndarray, connectivity: int) -> list[tuple[tuple[slice, slice], np.ndarray]]:
     """Connected components of a bool mask: [(bounding slices, component bool mask in the slices)]."""
     structure = ndimage.generate_binary_structure(2, connectivity)
-    lab, n = ndimage.label(mask, structure=structure)
+    lab, _ = ndimage.label(mask, structure=structure)
     out = []
     for i, sl in enumerate(ndimage.find_objects(lab), start=1):
         if sl is not None:
@@ -164,7 +168,7 @@ def _check_map(arr: np.ndarray, name: str) -> np.ndarray:
 
 
 def boxes_from_labels(label: np.ndarray, instances: np.ndarray | None = None, *,
-                      params: BoxParams = BoxParams(), classes: Sequence[int] | None = None,
+                      params: BoxParams = DEFAULT_BOXES, classes: Sequence[int] | None = None,
                       return_masks: bool = False) -> BoxSet:
     """Oracle boxes from ground truth.
 
@@ -208,7 +212,7 @@ def _bbox_of(mask: np.ndarray) -> list[tuple[tuple[slice, slice], np.ndarray]]:
     return [(sl[0], mask[sl[0]])]
 
 
-def boxes_from_prediction(pred: np.ndarray, *, params: BoxParams = BoxParams(),
+def boxes_from_prediction(pred: np.ndarray, *, params: BoxParams = DEFAULT_BOXES,
                           classes: Sequence[int] | None = None, return_masks: bool = False) -> BoxSet:
     """Boxes from a predicted map (HxW uint8 class ids): one per connected component of each
     class, source ``"prediction"``; lets the teacher run on unlabelled images."""

@@ -25,16 +25,24 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 
 from goose_lib.config import to_dict
 from goose_lib.io import atomic_write_bytes, atomic_write_json, read_json, sha256_json
-from goose_lib.teacher.boxes import SOURCES, BoxParams, BoxSet, boxes_from_labels, boxes_from_prediction
-from goose_lib.teacher.prompt import TeacherConfig, TeacherMaps
+from goose_lib.teacher.boxes import (
+    DEFAULT_BOXES,
+    SOURCES,
+    BoxParams,
+    BoxSet,
+    boxes_from_labels,
+    boxes_from_prediction,
+)
+from goose_lib.teacher.prompt import DEFAULT_TEACHER, TeacherConfig, TeacherMaps
 
 CACHE_VERSION = 1
 MANIFEST = "manifest.json"
@@ -45,7 +53,7 @@ class TeacherCacheError(ValueError):
     """A cache folder that cannot be used as asked; the message names the folder or file."""
 
 
-def cache_key(fingerprint: str, teacher_cfg: TeacherConfig = TeacherConfig(), box_params: BoxParams = BoxParams(),
+def cache_key(fingerprint: str, teacher_cfg: TeacherConfig = DEFAULT_TEACHER, box_params: BoxParams = DEFAULT_BOXES,
               *, box_source: Literal["gt", "prediction"] = "gt", predictor_id: str = "") -> dict[str, Any]:
     """Everything a cached result depends on, as a JSON-ready dict."""
     return {"version": CACHE_VERSION, "checkpoint_fingerprint": fingerprint,
@@ -136,8 +144,8 @@ def open_cache(folder: str | os.PathLike, *, expected_key: dict[str, Any] | None
 
 
 def build_teacher_cache(samples: Sequence[Any], cache_root: str | os.PathLike, *, fingerprint: str,
-                        teacher: Callable[[], Any] | Any, teacher_cfg: TeacherConfig = TeacherConfig(),
-                        box_params: BoxParams = BoxParams(), box_source: Literal["gt", "prediction"] = "gt",
+                        teacher: Callable[[], Any] | Any, teacher_cfg: TeacherConfig = DEFAULT_TEACHER,
+                        box_params: BoxParams = DEFAULT_BOXES, box_source: Literal["gt", "prediction"] = "gt",
                         predict_fn: Callable[[np.ndarray], np.ndarray] | None = None, predictor_id: str = "",
                         shard: tuple[int, int] = (0, 1), num_classes: int = 64,
                         progress: bool = True) -> CacheReport:
@@ -195,3 +203,21 @@ def build_teacher_cache(samples: Sequence[Any], cache_root: str | os.PathLike, *
 def missing_items(folder: str | os.PathLike, samples: Sequence[Any]) -> list[str]:
     """Sample keys of ``samples`` without an item in the key folder."""
     return [s.key for s in samples if not item_path(folder, s.key).exists()]
+
+
+def cache_split(checkpoint: str | os.PathLike, data_root: str, split: str, cache_root: str | os.PathLike, *,
+                teacher_cfg: TeacherConfig = DEFAULT_TEACHER, box_params: BoxParams = DEFAULT_BOXES,
+                limit: int | None = None, shard: tuple[int, int] = (0, 1), device: str = "auto",
+                progress: bool = True) -> CacheReport:
+    """Teacher outputs for a labelled split (ground-truth boxes): the model is loaded only when an
+    item is missing. ``checkpoint``: a SAM3 folder or ``"embedded"``."""
+    from goose_lib import paths
+    from goose_lib.data.layout import index_split
+    from goose_lib.models.sam3 import checkpoint_fingerprint
+    from goose_lib.teacher.prompt import load_teacher
+
+    ckpt = paths.resolve_checkpoint(checkpoint)
+    samples = index_split(paths.resolve_data_root(data_root), split, limit=limit)
+    return build_teacher_cache(samples, cache_root, fingerprint=checkpoint_fingerprint(ckpt),
+                               teacher=lambda: load_teacher(str(ckpt), cfg=teacher_cfg, device=device),
+                               teacher_cfg=teacher_cfg, box_params=box_params, shard=shard, progress=progress)

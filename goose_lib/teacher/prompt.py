@@ -22,8 +22,9 @@ within ``tie_margin`` of it; else 255 (none).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -60,6 +61,9 @@ class TeacherConfig:
                 "tie_margin": self.tie_margin, "no_memory_level": self.no_memory_level}
 
 
+DEFAULT_TEACHER = TeacherConfig()
+
+
 @dataclass(frozen=True)
 class TeacherMaps:
     """Teacher output of one image: three HxW uint8 maps (see module doc) and the boxes used."""
@@ -80,7 +84,7 @@ def tracker_image_size(model: torch.nn.Module) -> int:
 class Teacher:
     """A Sam3TrackerModel wrapped for box prompting. ``calls`` counts encoder / decoder calls."""
 
-    def __init__(self, model: torch.nn.Module, cfg: TeacherConfig = TeacherConfig()) -> None:
+    def __init__(self, model: torch.nn.Module, cfg: TeacherConfig = DEFAULT_TEACHER) -> None:
         self.model = model.eval()
         self.cfg = cfg
         self.image_size = tracker_image_size(model)
@@ -221,7 +225,7 @@ def compose(logits: torch.Tensor, boxes: BoxSet, threshold: float = 0.5,
     return cls_map, prob_map, region_map
 
 
-def load_teacher(checkpoint: str = "embedded", *, cfg: TeacherConfig = TeacherConfig(),
+def load_teacher(checkpoint: str = "embedded", *, cfg: TeacherConfig = DEFAULT_TEACHER,
                  device: str = "auto", dtype: torch.dtype = torch.float32) -> Teacher:
     """Load the SAM3 tracker strictly (``models.sam3.load_tracker``) and wrap it."""
     from goose_lib.models.sam3 import load_tracker

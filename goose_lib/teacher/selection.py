@@ -23,9 +23,10 @@ without distillation).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -57,7 +58,7 @@ class SelectionRule:
 
 def compare(samples: Sequence[Any], cache_folder: str | os.PathLike,
             predict_fn: Callable[[np.ndarray], np.ndarray], *, ontology: Ontology | None = None,
-            protocol: EvalProtocol = EvalProtocol(), progress: bool = True) -> tuple[pd.DataFrame, Any]:
+            protocol: EvalProtocol | None = None, progress: bool = True) -> tuple[pd.DataFrame, Any]:
     """Teacher vs student per class on labelled ``samples`` (``data.layout.Sample``).
 
     ``cache_folder``: the key folder of a teacher cache holding these samples;
@@ -105,7 +106,7 @@ def compare(samples: Sequence[Any], cache_folder: str | os.PathLike,
             area[c] += int(r.sum())
             images[c] += 1
             nboxes[c] += int((boxes.classes == c).sum())
-    scores = compute_scores(cm.counts, ontology, protocol)
+    scores = compute_scores(cm.counts, ontology, protocol or EvalProtocol())
     with np.errstate(invalid="ignore", divide="ignore"):
         t_iou = np.where(union_t > 0, inter_t / np.maximum(union_t, 1), np.nan)
         s_iou = np.where(union_s > 0, inter_s / np.maximum(union_s, 1), np.nan)
@@ -121,8 +122,9 @@ def compare(samples: Sequence[Any], cache_folder: str | os.PathLike,
     return df, scores
 
 
-def select_classes(table: pd.DataFrame, rule: SelectionRule = SelectionRule()) -> list[int]:
-    """Class ids passing ``rule``, largest gain first (ties by class id)."""
+def select_classes(table: pd.DataFrame, rule: SelectionRule | None = None) -> list[int]:
+    """Class ids passing ``rule`` (default :class:`SelectionRule`), largest gain first (ties by id)."""
+    rule = rule or SelectionRule()
     ok = ((table["support_pixels"] >= rule.min_pixels) & (table["support_images"] >= rule.min_images)
           & table["gain"].notna() & (table["gain"] > rule.margin) & ~table.index.isin(list(rule.exclude)))
     chosen = table[ok].assign(_id=table.index[ok]).sort_values(["gain", "_id"], ascending=[False, True])
@@ -139,7 +141,7 @@ def mean_iou(table: pd.DataFrame, column: str, classes: Sequence[int] | None = N
 
 
 def _none_if_nan(v: float) -> float | None:
-    return None if v != v else v
+    return None if np.isnan(v) else v
 
 
 def with_selection(table: pd.DataFrame, classes: Sequence[int]) -> pd.DataFrame:
@@ -176,3 +178,126 @@ def load_selection(path: str | os.PathLike) -> list[int]:
     if not isinstance(classes, list) or not all(isinstance(c, int) and 0 <= c < 255 for c in classes):
         raise ValueError(f"{path}: selection file needs a 'classes' list of class ids, got {classes!r}")
     return [int(c) for c in classes]
+
+
+def student_predictor(checkpoint: str, *, sam3_checkpoint: str = "embedded", device: str = "auto",
+                      seed: int = 0) -> tuple[Callable[[np.ndarray], np.ndarray], str]:
+    """(image HxWx3 uint8 -> HxW uint8 prediction, description) for a student.
+
+    ``checkpoint``: a student checkpoint folder (``train.checkpoint.load_student``), or ``""`` for
+    the UNTRAINED student (SAM3 encoder of ``sam3_checkpoint`` + a random decoder seeded by
+    ``seed``): a reference point, labelled as such in the description.
+    """
+    import torch
+
+    from goose_lib.infer.tta import TTAConfig, predict
+    from goose_lib.paths import resolve_device
+
+    dev = resolve_device(device)
+    if checkpoint:
+        from goose_lib.train.checkpoint import load_student
+
+        model = load_student(checkpoint, device=dev)
+        label = f"student {checkpoint}"
+    else:
+        from goose_lib.models.student import StudentConfig, build_student
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = build_student(StudentConfig(checkpoint=sam3_checkpoint), device=dev)
+        label = f"UNTRAINED student (encoder of {sam3_checkpoint}, random decoder, seed {seed})"
+    model.eval()
+    cfg = TTAConfig()
+    return (lambda image: predict(model, image, cfg)), label
+
+
+def teacher_gallery(samples: Sequence[Any], cache_folder: str | os.PathLike,
+                    predict_fn: Callable[[np.ndarray], np.ndarray], classes: Sequence[int], *,
+                    ontology: Ontology | None = None, rows: int = 3, alpha: float = 0.6) -> Any:
+    """A figure of ``rows`` images showing ``classes``: image | ground truth | teacher | student,
+    each map restricted to ``classes`` (prompt boxes drawn on the teacher panel)."""
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
+
+    from goose_lib.data.dataset import load_sample
+    from goose_lib.teacher.cache import item_path, read_item
+    from goose_lib.viz.overlay import overlay
+
+    ontology = ontology or Ontology.load()
+    wanted = [int(c) for c in classes]
+    picked = []
+    for s in samples:
+        if len(picked) >= rows:
+            break
+        t = read_item(item_path(cache_folder, s.key))
+        if np.isin(t["boxes"].classes, wanted).any():
+            picked.append((s, t))
+    fig = Figure(figsize=(12, 2.6 * max(len(picked), 1)))
+    if not picked:
+        fig.text(0.5, 0.5, f"no image with a box of classes {wanted}", ha="center")
+        return fig
+    axes = fig.subplots(len(picked), 4, squeeze=False)
+    for r, (s, t) in enumerate(picked):
+        item = load_sample(s)
+        img, lab = item["image"], item["label"]
+        panels = [("image", img), ("ground truth", overlay(img, lab, ontology, alpha=alpha, classes=wanted)),
+                  ("teacher", overlay(img, t["teacher_cls"], ontology, alpha=alpha, classes=wanted)),
+                  ("student", overlay(img, predict_fn(img), ontology, alpha=alpha, classes=wanted))]
+        for a, (title, pic) in zip(axes[r], panels):
+            a.imshow(pic)
+            a.set_axis_off()
+            a.set_title(f"{title}" + (f"  {s.key}" if title == "image" else ""), fontsize=7)
+        for (x1, y1, x2, y2), c in zip(t["boxes"].xyxy, t["boxes"].classes):
+            if int(c) in wanted:
+                col = ontology.palette[int(c)] / 255.0
+                axes[r][2].add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, lw=1, ec=col))
+    fig.tight_layout()
+    return fig
+
+
+class ClassPicker:
+    """Interactive class selection (ipywidgets): a margin slider and minimum-support box that
+    re-apply :func:`select_classes`, a multi-select to adjust the result by hand, and a summary.
+
+    Drivable from Python: set ``margin.value`` / ``min_pixels.value`` / ``choice.value`` and read
+    :attr:`classes`; :meth:`save` writes the selection JSON. ``widget`` is the box to display.
+    """
+
+    def __init__(self, table: pd.DataFrame, rule: SelectionRule | None = None,
+                 ontology: Ontology | None = None) -> None:
+        import ipywidgets as w
+
+        self.table = table
+        self.rule = rule = rule or SelectionRule()
+        self.ontology = ontology or Ontology.load()
+        opts = [(f"{int(c):2d} {row['name']}  (gain {row['gain']:+.2f})", int(c)) for c, row in table.iterrows()]
+        self.margin = w.FloatSlider(value=rule.margin, min=-1.0, max=1.0, step=0.01, description="margin")
+        self.min_pixels = w.IntText(value=rule.min_pixels, description="min pixels")
+        self.choice = w.SelectMultiple(options=opts, rows=min(12, max(len(opts), 1)), description="classes")
+        self.summary = w.HTML()
+        self.margin.observe(self._on_rule, names="value")
+        self.min_pixels.observe(self._on_rule, names="value")
+        self.choice.observe(self._on_choice, names="value")
+        self.widget = w.VBox([w.HBox([self.margin, self.min_pixels]), self.choice, self.summary])
+        self._on_rule()
+
+    def current_rule(self) -> SelectionRule:
+        from dataclasses import replace
+
+        return replace(self.rule, margin=float(self.margin.value), min_pixels=int(self.min_pixels.value))
+
+    def _on_rule(self, _change: Any = None) -> None:
+        self.choice.value = tuple(select_classes(self.table, self.current_rule()))
+        self._on_choice()
+
+    def _on_choice(self, _change: Any = None) -> None:
+        names = [self.ontology.names[c] for c in self.classes]
+        self.summary.value = f"<b>{len(names)} classes selected</b>: {', '.join(names) or '(none)'}"
+
+    @property
+    def classes(self) -> list[int]:
+        return [int(c) for c in self.choice.value]
+
+    def save(self, out_dir: str | os.PathLike, **kwargs: Any) -> Path:
+        """selection.json (+ csv) of the current choice; kwargs as :func:`save_selection`."""
+        return save_selection(out_dir, self.table, self.classes, self.current_rule(), **kwargs)[1]

@@ -20,13 +20,13 @@ the image. Batched maps are (B, S, S) tensors (uint8 or int64), logits (B, C, S,
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from goose_lib.ontology import IGNORE_INDEX
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -230,6 +231,17 @@ def make_state(cfg: TrainConfig, device: torch.device, ctx: DistContext | None =
     return TrainState(cfg, model, net, optimizer, scheduler, device, ema)
 
 
+def weights_digest(model: torch.nn.Module) -> str:
+    """sha256 of every parameter's bytes (ranks of a DDP run must agree bit for bit)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, p in model.named_parameters():
+        h.update(name.encode())
+        h.update(p.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 def _to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
@@ -331,6 +343,8 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, *, progress: bool = True
         ctx.barrier()
         image_size = None
         state = make_state(cfg, device, ctx)
+        # Same initial weights on every rank (seeded above), then a different stream per rank (dropout).
+        torch.manual_seed(int(np.random.SeedSequence([cfg.seed, ctx.rank]).generate_state(1)[0]))
         image_size = int(state.model.image_size)
         distill, note = make_distill(cfg)
         if note:
@@ -412,9 +426,10 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, *, progress: bool = True
                     history.append(vrow)
             if final or (cfg.checkpoint_interval and state.step % cfg.checkpoint_interval == 0):
                 rngs = all_gather_objects(ckpt.rng_state())
+                sums = all_gather_objects(weights_digest(state.model)) if ctx.world_size > 1 else None
                 if ctx.rank == 0:
                     info = {"step": state.step, "rng": rngs, "loss": loss, "notes": notes,
-                            "val": last_val, "distill_active": distill is not None}
+                            "val": last_val, "distill_active": distill is not None, "rank_digests": sums}
                     last_ckpt = ckpt.save_training(out_dir, state.step, state.model, state.optimizer,
                                                    state.scheduler, ema_model=state.eval_model if state.ema else None,
                                                    params=params, info=info, keep=cfg.keep_checkpoints)

@@ -1,0 +1,111 @@
+"""notebooks/02_teacher_comparison.ipynb: structure, parameters, the class picker driven from
+Python, and a papermill run on tiny data whose recorded numbers are checked against its files."""
+
+from __future__ import annotations
+
+import ast
+import json
+
+import nbformat
+import numpy as np
+import pandas as pd
+import pytest
+
+from goose_lib.config import ParameterError, validate
+from goose_lib.params import NOTEBOOK_PARAMS, TeacherParams
+from goose_lib.paths import repo_root
+
+NOTEBOOK = repo_root() / "notebooks" / "02_teacher_comparison.ipynb"
+
+
+def test_notebook_is_committed_clean_and_thin() -> None:
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    assert nb.metadata["kernelspec"]["name"] == "python3"
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(not c.outputs and c.execution_count is None for c in code)
+    for cell in code:
+        tree = ast.parse(cell.source)
+        assert not any(isinstance(n, (ast.FunctionDef, ast.ClassDef, ast.Lambda)) for n in ast.walk(tree))
+    assert sum(c.cell_type == "markdown" and c.source.startswith("## ") for c in nb.cells) >= 6
+    params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(params) == 1
+    lines = [line for line in params[0].source.splitlines() if line.strip()]
+    assert all("#" in line for line in lines)
+    tree = ast.parse(params[0].source)
+    assert all(isinstance(n, ast.Assign) for n in tree.body)
+    values = {n.targets[0].id: ast.literal_eval(n.value) for n in tree.body}
+    assert validate(TeacherParams, values) == TeacherParams()
+    assert "validate_namespace(TeacherParams, globals())" in nb.cells[nb.cells.index(params[0]) + 1].source
+    assert NOTEBOOK_PARAMS["02_teacher_comparison"] is TeacherParams
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"compare_split": "test"}, "no labels"),
+    ({"adapt_steps": -2}, "adapt_steps"),
+    ({"no_memory_level": "x"}, "no_memory_level"),
+    ({"marign": 0.1}, "unknown"),
+])
+def test_params_reject_bad_values(bad: dict, match: str) -> None:
+    with pytest.raises(ParameterError, match=match):
+        validate(TeacherParams, bad)
+
+
+def test_params_map_onto_the_library_configs() -> None:
+    p = TeacherParams(min_area=5, box_margin=0.1, mask_threshold=0.6, margin=0.05, adapt_steps=-1)
+    assert p.box_params().min_area == 5 and p.box_params().margin == 0.1
+    assert p.teacher_config().mask_threshold == 0.6 and p.selection_rule().margin == 0.05
+    assert p.adapt_config().steps == 150  # auto on the embedded checkpoint
+    assert TeacherParams(sam3_checkpoint="/real/sam3").adapt_config().steps == 0  # off for real checkpoints
+
+
+def _table() -> pd.DataFrame:
+    return pd.DataFrame({"name": ["sky", "car", "rock"], "teacher_iou": [0.9, 0.5, 0.4],
+                         "student_iou": [0.5, 0.45, 0.6], "gain": [0.4, 0.05, -0.2],
+                         "support_pixels": [1000, 50, 800], "support_images": [3, 1, 2]},
+                        index=pd.Index([53, 12, 40], name="class_id"))
+
+
+def test_class_picker_driven_from_python(tmp_path) -> None:
+    from goose_lib.teacher.selection import ClassPicker, SelectionRule, load_selection
+
+    picker = ClassPicker(_table(), SelectionRule(margin=0.0, min_pixels=100))
+    assert picker.classes == [53]  # car lacks support, rock loses
+    picker.min_pixels.value = 10
+    assert picker.classes == [53, 12]
+    picker.margin.value = 0.1
+    assert picker.classes == [53] and "1 classes selected" in picker.summary.value and "sky" in picker.summary.value
+    picker.choice.value = (53, 40)  # a hand-made choice
+    assert picker.classes == [53, 40] and "rock" in picker.summary.value
+    path = picker.save(tmp_path, checkpoint="s", teacher_checkpoint="t", teacher_cache="c")
+    assert load_selection(path) == [53, 40]
+    assert json.loads(path.read_text())["rule"]["margin"] == pytest.approx(0.1)
+
+
+@pytest.mark.slow
+def test_notebook_runs_on_tiny_data(tiny_root, tmp_path) -> None:
+    import papermill as pm
+
+    pm.execute_notebook(
+        str(NOTEBOOK), str(tmp_path / "executed.ipynb"), cwd=str(tmp_path), kernel_name="python3",
+        progress_bar=False,
+        parameters={"data_root": str(tiny_root), "adapt_steps": 3, "adapt_images_per_step": 1,
+                    "cache_dir": str(tmp_path / "cache"), "max_boxes": 6, "min_pixels": 1, "margin": -1.0,
+                    "gallery_rows": 1, "gallery_classes": 2, "progress": False, "out_dir": "out"},
+    )
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    selection = json.loads((tmp_path / "out" / "selection.json").read_text())
+    assert m["selection_file"] == str((tmp_path / "out" / "selection.json").resolve())
+    assert m["selected_classes"] == selection["classes"]
+    table = pd.read_csv(tmp_path / "out" / "teacher_comparison.csv", index_col=0)
+    # margin -1 and min_pixels 1: every compared class with support and an IoU pair is selected
+    expected = table[(table["support_pixels"] >= 1) & table["gain"].notna() & (table.index != 0)]
+    assert sorted(m["selected_classes"]) == sorted(expected.index.tolist()) and m["selected_classes"]
+    assert m["teacher_miou"] == pytest.approx(np.nanmean(table["teacher_iou"]))
+    assert m["student_miou"] == pytest.approx(np.nanmean(table["student_iou"]))
+    assert "UNTRAINED" in m["student"] and m["adapt_steps"] == 3
+    assert m["teacher_cache"].startswith(str(tmp_path / "cache"))
+    assert (tmp_path / "out" / "teacher_vs_student.png").stat().st_size > 0
+    from goose_lib.models.sam3 import load_tracker
+
+    load_tracker(m["teacher_checkpoint"])  # the adapted teacher loads strictly
+    assert len(m["teacher_class_iou"]) == 64
