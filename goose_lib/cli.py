@@ -31,6 +31,25 @@ def _reports_dir(args: argparse.Namespace):
     return Path(args.reports) if args.reports else repo_root() / "reports"
 
 
+def _short_warnings(cmd: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Run a verb showing warnings as one line each, ``goose: warning: <message>``."""
+    import functools
+
+    @functools.wraps(cmd)
+    def wrapped(args: argparse.Namespace) -> int:
+        import warnings
+
+        def show(message, category, filename, lineno, file=None, line=None) -> None:
+            print(f"goose: warning: {message}", file=sys.stderr)
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("default")
+            warnings.showwarning = show
+            return cmd(args)
+
+    return wrapped
+
+
 def _summarise(results: dict) -> int:
     """Print one line per run; 1 when any run failed (or was skipped/blocked by one)."""
     bad = 0
@@ -50,9 +69,8 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_demo)
 
 
+@_short_warnings
 def _cmd_demo(args: argparse.Namespace) -> int:
-    import warnings
-
     from goose_lib.paths import repo_root, resolve_checkpoint, resolve_data_root
     from goose_lib.reports.ablation import run_ablation
     from goose_lib.reports.html import vendor
@@ -60,9 +78,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     reports = _reports_dir(args)
     spec = load_spec(repo_root() / "ablations" / "paper.yaml")
-    with warnings.catch_warnings():
-        warnings.simplefilter("always")
-        vendor(reports, repo_root() / "vendor")
+    vendor(reports, repo_root() / "vendor")
     print(f"embedded data: {resolve_data_root('embedded')}", flush=True)
     print(f"embedded checkpoint: {resolve_checkpoint('embedded')}", flush=True)
     code = _summarise(run_ablation(spec, reports, workers=args.workers, force=args.force))
@@ -80,6 +96,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_run)
 
 
+@_short_warnings
 def _cmd_run(args: argparse.Namespace) -> int:
     import yaml
 
@@ -114,6 +131,7 @@ def _add_ablate(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_ablate)
 
 
+@_short_warnings
 def _cmd_ablate(args: argparse.Namespace) -> int:
     from goose_lib.reports.ablation import parse_shard, run_ablation
     from goose_lib.reports.spec import load_spec

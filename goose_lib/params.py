@@ -172,7 +172,8 @@ class TeacherParams:
     use_instances: bool = True  # boxes: one per instance id where the class has instances
     multimask: bool = True  # teacher: 3 candidates per box, keep the best predicted IoU
     mask_threshold: float = 0.5  # teacher: probability for a pixel to take the box's class
-    tie_margin: float = 0.05  # teacher: two classes within this of each other -> none
+    tie_margin: float = 0.05  # teacher ("max_prob"): two classes within this of each other -> none
+    overlap: Literal["smallest_box", "max_prob"] = "smallest_box"  # teacher: who wins where boxes overlap
     no_memory_level: Literal["original", "transformers"] = "original"  # where no_memory_embedding goes
     box_batch: int = 64  # teacher: boxes decoded per call
     adapt_steps: int = -1  # teacher adaptation steps; -1 = auto (150 for "embedded", else 0 = off)
@@ -205,7 +206,7 @@ class TeacherParams:
         from goose_lib.teacher.prompt import TeacherConfig
 
         return TeacherConfig(multimask=self.multimask, mask_threshold=self.mask_threshold,
-                             tie_margin=self.tie_margin, no_memory_level=self.no_memory_level,
+                             tie_margin=self.tie_margin, overlap=self.overlap, no_memory_level=self.no_memory_level,
                              box_batch=self.box_batch)
 
     def adapt_config(self):  # -> goose_lib.teacher.adapt.AdaptConfig

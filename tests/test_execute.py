@@ -45,7 +45,8 @@ def test_resolve_notebook_names_missing_file(tmp_path: Path) -> None:
 def test_check_params_rejects_unknown_names_and_types(tmp_path: Path) -> None:
     nb = write_notebook(tmp_path / "fake.ipynb")
     # unregistered notebook: names come from its parameters cell
-    assert set(declared_params(nb, {})) == {"alpha", "fail", "block_file", "log_file", "checkpoint"}
+    assert declared_params(nb, {}) == {"alpha": 1.0, "fail": False, "block_file": "", "log_file": "",
+                                       "checkpoint": ""}
     check_params(nb, {"alpha": 2.0}, registry={})
     with pytest.raises(RunSpecError, match=rf"^{nb}: unknown parameter\(s\) \['alpah'\]"):
         check_params(nb, {"alpah": 2.0}, registry={})

@@ -82,14 +82,17 @@ def test_class_picker_driven_from_python(tmp_path) -> None:
 
 
 @pytest.mark.slow
-def test_notebook_runs_on_tiny_data(tiny_root, tmp_path) -> None:
+def test_notebook_runs_on_tiny_data(tiny_root, tmp_path, monkeypatch) -> None:
     import papermill as pm
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the kernel shares 2 cores with another test worker
 
     pm.execute_notebook(
         str(NOTEBOOK), str(tmp_path / "executed.ipynb"), cwd=str(tmp_path), kernel_name="python3",
         progress_bar=False,
         parameters={"data_root": str(tiny_root), "adapt_steps": 3, "adapt_images_per_step": 1,
-                    "cache_dir": str(tmp_path / "cache"), "max_boxes": 6, "min_pixels": 1, "margin": -1.0,
+                    "cache_dir": str(tmp_path / "cache"), "max_boxes": 6, "train_limit": 4,
+                    "compare_limit": 3, "min_pixels": 1, "margin": -1.0,
                     "gallery_rows": 1, "gallery_classes": 2, "progress": False, "out_dir": "out"},
     )
     m = json.loads((tmp_path / "metrics.json").read_text())

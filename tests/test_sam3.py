@@ -28,7 +28,7 @@ def _copy_with(src: Path, dst: Path, edit) -> Path:
 
 
 def _encode(model, seed: int = 0) -> list[torch.Tensor]:
-    x = torch.rand(2, 3, 224, 224, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+    x = torch.rand(1, 3, 224, 224, generator=torch.Generator().manual_seed(seed)) * 2 - 1
     with torch.no_grad():
         out = model(x)
     return [out.last_hidden_state, *out.fpn_hidden_states]

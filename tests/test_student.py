@@ -25,8 +25,8 @@ def test_output_at_input_resolution_and_gradients_reach_the_trained_parts(tiny_c
     student = build_student(StudentConfig(checkpoint=str(tiny_checkpoint), decoder=decoder, frozen_layers=3,
                                           num_classes=7, decoder_channels=16))
     assert (student.image_size, student.num_classes, student.num_layers) == (224, 7, 6)
-    logits = student(_x())
-    assert logits.shape == (2, 7, 224, 224) and torch.isfinite(logits).all()
+    logits = student(_x(1))
+    assert logits.shape == (1, 7, 224, 224) and torch.isfinite(logits).all()
     logits.logsumexp(1).mean().backward()
     for name, p in student.named_parameters():
         if p.requires_grad:
@@ -153,3 +153,14 @@ def test_bench_encoder_gpu_builds_and_steps_at_tiny_size(tmp_path: Path) -> None
     rows = json.loads(out.read_text())["rows"]
     assert [(r["batch"], r["grad_checkpointing"]) for r in rows] == [(2, False), (2, True)]
     assert all(r["step_s"] > 0 for r in rows)
+
+
+def test_runs_under_bf16_autocast(tiny_checkpoint: Path) -> None:
+    """The dtype path the GPU uses (bf16 autocast), exercised on the CPU."""
+    student = build_student(StudentConfig(checkpoint=str(tiny_checkpoint), frozen_layers=2, num_classes=5,
+                                          decoder_channels=16))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = student(_x(1))
+    assert logits.dtype == torch.bfloat16 and torch.isfinite(logits.float()).all()
+    logits.float().mean().backward()
+    assert student.decoder.classifier.weight.grad.dtype == torch.float32

@@ -140,22 +140,51 @@ def test_compose_rule_known_answer() -> None:
     lg[1] = torch.logit(torch.tensor(0.88))  # class 2: p = 0.88 (tie with 0.9 within 0.05)
     lg[1, :, 8:] = torch.logit(torch.tensor(0.3))  # low confidence on its right edge
     lg[2] = torch.logit(torch.tensor(0.4))
-    cls, prob, region = compose(lg, bs, threshold=0.5, tie_margin=0.05)
+    cls, prob, region = compose(lg, bs, threshold=0.5, tie_margin=0.05, overlap="max_prob")
     assert cls[5, 1] == 1 and region[5, 1] == 1 and prob[5, 1] == round(0.9 * 255)
     assert cls[5, 5] == 255 and region[5, 5] == 1  # overlap 0.9 vs 0.88: tie -> none, region = best
     assert cls[5, 7] == 2 and prob[5, 7] == round(0.88 * 255)
     assert cls[5, 9] == 255 and region[5, 9] == 2 and prob[5, 9] == round(0.3 * 255)  # low confidence
     assert cls[9, 1] == 1 and region[9, 1] == 1  # class 3 (0.4) loses to class 1 (0.9)
-    cls2, _, _ = compose(lg, bs, threshold=0.5, tie_margin=0.0)
+    cls2, _, _ = compose(lg, bs, threshold=0.5, tie_margin=0.0, overlap="max_prob")
     assert cls2[5, 5] == 1  # no tie margin: highest probability wins
     empty = compose(torch.zeros(0, 4, 4), make_boxset(np.zeros((0, 4)), [], [], 5, 6))
     assert all(m.shape == (5, 6) for m in empty) and (empty[0] == 255).all() and (empty[1] == 0).all()
 
 
+def test_compose_smallest_box_rule_known_answer() -> None:
+    # a large box of class 50 (p = 0.9) containing a small box of class 45 whose mask is on (0.8)
+    # in its left half and off (0.2) in its right half
+    bs = make_boxset(np.array([[0, 0, 10, 10], [2, 2, 6, 6]], np.float32), [50, 45], ["component"] * 2, 10, 10)
+    lg = torch.zeros(2, 10, 10)
+    lg[0] = torch.logit(torch.tensor(0.9))
+    lg[1] = torch.logit(torch.tensor(0.2))
+    lg[1, :, :4] = torch.logit(torch.tensor(0.8))
+    cls, prob, region = compose(lg, bs, threshold=0.5, overlap="smallest_box")
+    assert cls[3, 2] == 45 and region[3, 2] == 45 and prob[3, 2] == round(0.8 * 255)  # small box wins
+    assert cls[3, 5] == 50 and region[3, 5] == 45 and prob[3, 5] == round(0.2 * 255)  # large box shows through
+    assert cls[8, 8] == 50 and region[8, 8] == 50 and prob[8, 8] == round(0.9 * 255)
+    with pytest.raises(ValueError, match="overlap"):
+        compose(lg, bs, overlap="biggest")
+
+
+@pytest.mark.parametrize("h, w, lr", [(60, 80, 16), (17, 300, 64), (240, 320, 64), (10, 10, 16)])
+def test_box_probability_equals_full_bilinear_upsampling(h, w, lr) -> None:
+    from goose_lib.teacher.prompt import box_probability
+
+    logits = torch.randn(lr, lr, generator=torch.Generator().manual_seed(h))
+    full = torch.sigmoid(torch.nn.functional.interpolate(logits[None, None], size=(h, w), mode="bilinear",
+                                                         align_corners=False))[0, 0]
+    for pix in [(0, 0, w, h), (w // 3, h // 4, w // 2 + 1, h - 1), (w - 1, h - 1, w, h)]:
+        x1, y1, x2, y2 = pix
+        torch.testing.assert_close(box_probability(logits, pix, h, w), full[y1:y2, x1:x2], atol=1e-5, rtol=0)
+
+
 def test_mask_outside_its_box_is_ignored() -> None:
     bs = make_boxset(np.array([[2, 2, 5, 5]], np.float32), [7], ["instance"], 8, 8)
-    cls, prob, region = compose(torch.full((1, 4, 4), 10.0), bs)
-    assert (cls == 7).sum() == 9 and (region == 7).sum() == 9 and (prob > 0).sum() == 9
+    for rule in ("smallest_box", "max_prob"):
+        cls, prob, region = compose(torch.full((1, 4, 4), 10.0), bs, overlap=rule)
+        assert (cls == 7).sum() == 9 and (region == 7).sum() == 9 and (prob > 0).sum() == 9
 
 
 def test_mismatched_boxes_raise(tracker) -> None:

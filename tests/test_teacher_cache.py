@@ -184,3 +184,20 @@ def test_unlabelled_split_needs_prediction_boxes(root, tracker, tmp_path) -> Non
                               box_source="prediction", predict_fn=pred, predictor_id="toy", box_params=BP, progress=False)
     it = read_item(item_path(rep.folder, samples[0].key))
     assert set(it["boxes"].sources) == {"prediction"} and set(it["boxes"].classes.tolist()) == {50, 53}
+
+
+def test_cli_teacher_caches_and_resumes(root, tmp_path, capsys) -> None:
+    import json
+
+    from goose_lib.cli import main
+
+    args = ["teacher", str(root), "--split", "val", "--limit", "2", "--max-boxes", "3", "--cache-dir",
+            str(tmp_path / "c"), "--no-progress", "--json"]
+    assert main(args) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert (first["computed"], first["reused"], first["total"]) == (2, 0, 2)
+    assert main(args) == 0
+    second = json.loads(capsys.readouterr().out)
+    assert (second["computed"], second["reused"]) == (0, 2) and second["cache"] == first["cache"]
+    assert main(args[:-1] + ["--shard", "x"]) == 2
+    assert "I/N" in capsys.readouterr().err

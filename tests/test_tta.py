@@ -130,3 +130,18 @@ def test_predict_is_argmax_of_probs(hw: tuple[int, int]) -> None:
         assert pred.dtype == np.uint8 and pred.shape == hw
         assert (pred == ref).mean() > 0.999  # equal up to float ties
         assert len(np.unique(ref)) > 1
+
+
+@pytest.mark.parametrize("smooth", [True, False])
+def test_upsample_argmax_matches_full_interpolation(smooth: bool) -> None:
+    from goose_lib.infer.tta import _upsample_argmax
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(1, 9, 12, 10, generator=g) * 3
+    if smooth:  # few label boundaries: the gather path
+        logits = F.interpolate(logits, size=(40, 36), mode="bilinear", align_corners=False)
+    p = logits.softmax(1)[0]
+    for hw in [(97, 203), (40, 36), (13, 300), (300, 11)]:
+        ref = F.interpolate(p[None], size=hw, mode="bilinear", align_corners=False)[0].argmax(0)
+        got = _upsample_argmax(p, hw)
+        assert got.shape == hw and (got == ref).float().mean() > 0.9999

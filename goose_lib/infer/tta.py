@@ -217,14 +217,42 @@ def _source_index(out_len: int, in_len: int, device: torch.device) -> tuple[torc
 def _upsample_argmax(p: torch.Tensor, hw: tuple[int, int], chunk: int = 1 << 18) -> torch.Tensor:
     """argmax over C of ``p`` (C, h, w) bilinearly resized to ``hw``, without the C x H x W tensor.
 
-    Bilinear resizing is separable: the width pass is done in full at the low height (C x h x W);
-    in the height pass an output pixel lies between two rows, and where both rows have the same
-    argmax every convex combination of them has it too, so only pixels between rows of different
-    argmax are interpolated.
+    An output pixel is a convex combination of its four source pixels; where those share one
+    argmax, so does every convex combination of them. So the low-resolution argmax is gathered
+    and only pixels whose four source pixels disagree (near low-resolution label boundaries)
+    are interpolated. Maps with many such cells take the separable path instead.
     """
     _, h, w = p.shape
+    low = p.argmax(0)
+    down = torch.cat([low[1:], low[-1:]], 0)
+    right = torch.cat([low[:, 1:], low[:, -1:]], 1)
+    diag = torch.cat([right[1:], right[-1:]], 0)
+    mixed = (low != down) | (low != right) | (low != diag)  # cell (i, j): source pixels i..i+1, j..j+1
+    if mixed.float().mean() > 0.25:
+        return _upsample_argmax_separable(p, hw, chunk)
+    y0, y1, wy = _source_index(hw[0], h, p.device)
+    x0, x1, wx = _source_index(hw[1], w, p.device)
+    out = low[y0][:, x0]
+    iy, ix = torch.nonzero(mixed[y0][:, x0], as_tuple=True)
+    if iy.numel():
+        pt = p.permute(1, 2, 0).contiguous()  # (h, w, C): each gather reads one contiguous vector
+        for s in range(0, iy.numel(), chunk):
+            ty, tx = iy[s:s + chunk], ix[s:s + chunk]
+            a0, a1, b0, b1 = y0[ty], y1[ty], x0[tx], x1[tx]
+            fy, fx = wy[ty, None], wx[tx, None]
+            v = ((pt[a0, b0] * (1 - fx) + pt[a0, b1] * fx) * (1 - fy)
+                 + (pt[a1, b0] * (1 - fx) + pt[a1, b1] * fx) * fy)
+            out[ty, tx] = v.argmax(1)
+    return out
+
+
+def _upsample_argmax_separable(p: torch.Tensor, hw: tuple[int, int], chunk: int = 1 << 18) -> torch.Tensor:
+    """As :func:`_upsample_argmax` for maps with many label boundaries: the width pass is done in
+    full at the low height (C x h x W); in the height pass only pixels between two rows of
+    different argmax are interpolated."""
+    _, h, w = p.shape
     if hw[0] * w < h * hw[1]:  # smaller intermediate when the height pass goes first
-        return _upsample_argmax(p.transpose(1, 2), (hw[1], hw[0]), chunk).t()
+        return _upsample_argmax_separable(p.transpose(1, 2), (hw[1], hw[0]), chunk).t()
     # width pass in channels-last memory: the (h, W, C) view below needs no copy
     a = _resize(p[None].contiguous(memory_format=torch.channels_last), (h, hw[1]))
     at = a.permute(0, 2, 3, 1)[0].contiguous()  # (h, W, C)

@@ -32,6 +32,7 @@ from goose_lib.reports.execute import (
     RunSpecError,
     check_params,
     clear_dir,
+    effective_params,
     execute_run,
     lock,
     read_record,
@@ -99,7 +100,7 @@ def process_run(run: Run, reports_dir: str, upstream: Mapping[str, str], force: 
         try:
             params = resolve_params(run, root)
             check_params(run.notebook, params, registry=registry, types=True)
-            inputs = provenance.input_fingerprints(params, run_dir)
+            inputs = provenance.input_fingerprints(effective_params(run.notebook, params, registry), run_dir)
         except (RunSpecError, FileNotFoundError, ValueError) as exc:
             return {**_write_marker(root, run, FAILED, str(exc)), "outcome": FAILED}
         key = run_key(run, params, inputs, upstream)

@@ -7,6 +7,7 @@ A run folder ``<reports>/<run>/`` holds, when complete::
     params.json       {"notebook": path, "params": {...}} as executed
     metrics.json      written by the notebook itself (goose_lib.reports.record.save_metrics)
     provenance.json   code version, seed, hashes, libraries, device, wall time
+    kernel.log        the kernel process's own stdout/stderr (start-up warnings, crash reports)
     run.json          the completion marker, written LAST: {"name", "notebook", "status":
                       "ok"|"failed", "error", "error_cell", "key", "started", "finished",
                       "wall_s", "cells_s", "overhead_s"}
@@ -32,7 +33,7 @@ from goose_lib.io import atomic_write_json, read_json
 from goose_lib.paths import repo_root
 from goose_lib.reports import provenance
 from goose_lib.reports.html import STATIC_DIR, HtmlReporter, reporter
-from goose_lib.reports.kernels import KernelPool, register_engine
+from goose_lib.reports.kernels import KERNEL_LOG, KernelPool, register_engine
 
 NOTEBOOK_FILE = "notebook.ipynb"
 HTML_FILE = "report.html"
@@ -94,9 +95,17 @@ def declared_params(notebook: Path, registry: Mapping[str, type] | None = None) 
     if cls is not None:
         return {f.name: (f.default if f.default is not dataclasses.MISSING else None)
                 for f in dataclasses.fields(cls) if f.init}
+    import ast
+
     import papermill
 
-    return {name: info["default"] for name, info in papermill.inspect_notebook(str(notebook)).items()}
+    def literal(source: str) -> Any:  # papermill reports a default as its source text
+        try:
+            return ast.literal_eval(source)
+        except (ValueError, SyntaxError):
+            return source
+
+    return {name: literal(info["default"]) for name, info in papermill.inspect_notebook(str(notebook)).items()}
 
 
 def check_params(notebook: Path, params: Mapping[str, Any], *, registry: Mapping[str, type] | None = None,
@@ -117,6 +126,13 @@ def check_params(notebook: Path, params: Mapping[str, Any], *, registry: Mapping
             raise RunSpecError(f"{notebook}: {exc}") from exc
 
 
+def effective_params(notebook: Path, params: Mapping[str, Any],
+                     registry: Mapping[str, type] | None = None) -> dict[str, Any]:
+    """The notebook's declared defaults overridden by ``params``: what the run really uses (inputs
+    named only by a default, e.g. ``data_root="embedded"``, are fingerprinted too)."""
+    return {**declared_params(notebook, registry), **params}
+
+
 def lock(reports_dir: str | os.PathLike, name: str) -> FileLock:
     """The inter-process lock of run ``name`` (``<reports>/.locks/<name>.lock``)."""
     path = Path(reports_dir) / LOCK_DIR / f"{name}.lock"
@@ -134,9 +150,12 @@ def read_record(run_dir: str | os.PathLike) -> dict[str, Any] | None:
 
 
 def clear_dir(path: Path) -> None:
-    """Create ``path`` or empty it, keeping the folder itself (a pre-started kernel may be in it)."""
+    """Create ``path`` or empty it, keeping the folder itself and the log of a kernel pre-started
+    in it."""
     path.mkdir(parents=True, exist_ok=True)
     for child in path.iterdir():
+        if child.name == KERNEL_LOG:
+            continue
         if child.is_dir() and not child.is_symlink():
             shutil.rmtree(child)
         else:
@@ -172,7 +191,7 @@ def execute_run(notebook: Path, run_dir: str | os.PathLike, params: Mapping[str,
     clear_dir(run_dir)
     params = dict(params)
     if seed is None:
-        seed = params.get("seed", declared_params(notebook, registry).get("seed"))
+        seed = effective_params(notebook, params, registry).get("seed")
     atomic_write_json(run_dir / PARAMS_FILE, {"notebook": str(notebook), "params": params})
     record: dict[str, Any] = {"name": run_dir.name, "notebook": notebook.stem, "status": "ok",
                               "error": None, "error_cell": None, "key": key, "started": started}
@@ -180,12 +199,16 @@ def execute_run(notebook: Path, run_dir: str | os.PathLike, params: Mapping[str,
     cells_s = 0.0
     try:
         if inputs is None:
-            inputs = provenance.input_fingerprints(params, run_dir)
+            inputs = provenance.input_fingerprints(effective_params(notebook, params, registry), run_dir)
         km = kernels.take(run_dir) if kernels is not None else None
-        engine = {"engine_name": register_engine(), "km": km} if km is not None else {}
+        if km is None:
+            fresh = KernelPool(KERNEL_NAME)
+            fresh.prestart(run_dir)
+            km = fresh.take(run_dir)
         nb = papermill.execute_notebook(
             str(notebook), str(run_dir / NOTEBOOK_FILE), parameters=params, kernel_name=KERNEL_NAME,
-            cwd=str(run_dir), progress_bar=False, log_output=False, shutdown_kernel="immediate", **engine)
+            cwd=str(run_dir), progress_bar=False, log_output=False, shutdown_kernel="immediate",
+            engine_name=register_engine(), km=km)
     except PapermillExecutionError as exc:
         record.update(status="failed", error=f"{exc.ename}: {exc.evalue}", error_cell=exc.exec_count)
     except Exception as exc:  # noqa: BLE001 - a dead kernel, an unreadable notebook: keep going

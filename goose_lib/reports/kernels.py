@@ -6,7 +6,8 @@ run folder. ``KernelPool.prestart(run_dir)`` launches it (the call returns at on
 boots in its own process); ``take(run_dir)`` hands it to :func:`execute_run`, which passes it to
 papermill through the ``goose-prestarted`` engine (papermill's nbclient engine that also shuts a
 given kernel down and closes its channels after the run). A kernel whose folder was replaced or
-that died is discarded, and papermill starts a fresh one as usual.
+that died is discarded, and a fresh one is started. The kernel process's own stdout/stderr
+(not the cells' output) goes to ``kernel.log`` in the run folder.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 ENGINE = "goose-prestarted"
+KERNEL_LOG = "kernel.log"  # in the run folder: the kernel process's stdout/stderr
 
 
 def _engine_class() -> type:
@@ -74,7 +76,10 @@ class KernelPool:
             return
         run_dir.mkdir(parents=True, exist_ok=True)
         km = AsyncKernelManager(kernel_name=self.kernel_name)
-        run_sync(km.start_kernel)(cwd=str(run_dir))
+        # the kernel process's own output (start-up warnings, crash reports) goes to kernel.log;
+        # what cells print reaches the notebook through the kernel protocol as usual
+        with open(run_dir / KERNEL_LOG, "ab") as log:
+            run_sync(km.start_kernel)(cwd=str(run_dir), stdout=log, stderr=log)
         self._kernels[str(run_dir)] = (km, run_dir.stat().st_ino)
 
     def take(self, run_dir: str | os.PathLike) -> Any | None:

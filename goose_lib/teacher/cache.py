@@ -116,6 +116,16 @@ def read_item(path: str | os.PathLike) -> dict[str, Any]:
     return out
 
 
+def item_meta(path: str | os.PathLike) -> tuple[str, str] | None:
+    """(key_hash, source_sig) of an item, reading only those two entries (fast resume check);
+    None when the file is unreadable or lacks them."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return str(z["key_hash"]), str(z["source_sig"])
+    except Exception:  # noqa: BLE001 - a truncated / foreign file is simply recomputed
+        return None
+
+
 @dataclass(frozen=True)
 class CacheReport:
     """What one :func:`build_teacher_cache` call did."""
@@ -176,13 +186,8 @@ def build_teacher_cache(samples: Sequence[Any], cache_root: str | os.PathLike, *
     todo = []
     for s in mine:
         p = item_path(folder, s.key)
-        if p.exists():
-            try:
-                it = read_item(p)
-                if it["key_hash"] == key_hash and it["source_sig"] == source_signature(s):
-                    continue
-            except TeacherCacheError:
-                pass
+        if p.exists() and item_meta(p) == (key_hash, source_signature(s)):
+            continue
         todo.append(s)
     model = None
     for s in tqdm(todo, desc="teacher", disable=not progress or not todo):

@@ -11,13 +11,21 @@ mask decoder reads. ``TeacherConfig.no_memory_level="original"`` (default) compu
 embeddings here and adds it to the x1 level, like the original; ``"transformers"`` reproduces
 the transformers behaviour (tested against ``Sam3TrackerModel.get_image_embeddings``).
 
-Composition rule (per image, at image resolution; see :func:`compose`): each box's mask
-probability (sigmoid of the upsampled logits of the candidate with the highest predicted IoU)
-counts only inside its own box. Per class c, P_c = the max over the boxes of c covering the
-pixel. ``teacher_region`` = the covering class with the highest P_c (255 outside every box);
-``teacher_prob`` = round(255 * P_region) (0 outside boxes); ``teacher_cls`` = the region's class
-where P_region >= ``mask_threshold`` and no other covering class has P >= ``mask_threshold``
-within ``tie_margin`` of it; else 255 (none).
+Composition rules (per image, at image resolution; see :func:`compose`). Each box's mask
+probability p (sigmoid of the upsampled logits of the candidate with the highest predicted IoU)
+counts only inside its own box. ``TeacherConfig.overlap``:
+
+- ``"smallest_box"`` (default; the usual order for pasting box-prompted masks): boxes are
+  painted from the largest to the smallest. ``teacher_region`` = the class of the smallest box
+  covering the pixel, ``teacher_prob`` = round(255 * p) of that box; ``teacher_cls`` = the class
+  of the smallest covering box with p >= ``mask_threshold`` (so a large box's confident mask
+  shows through where a small box's mask is off); 255 where no covering box is confident.
+- ``"max_prob"``: per class c, P_c = the max over the boxes of c covering the pixel;
+  ``teacher_region`` = the covering class with the highest P_c, ``teacher_prob`` = round(255 *
+  P_region); ``teacher_cls`` = the region's class where P_region >= ``mask_threshold`` and no
+  other covering class has P >= ``mask_threshold`` within ``tie_margin`` of it; else 255.
+
+Outside every box: ``teacher_cls`` = ``teacher_region`` = 255 and ``teacher_prob`` = 0.
 """
 
 from __future__ import annotations
@@ -42,7 +50,8 @@ class TeacherConfig:
 
     multimask: bool = True  # 3 candidates per box, keep the highest predicted IoU; False: 1 mask
     mask_threshold: float = 0.5  # teacher_cls needs P >= this
-    tie_margin: float = 0.05  # two classes above threshold within this of each other -> none
+    tie_margin: float = 0.05  # "max_prob": two classes above threshold within this of each other -> none
+    overlap: Literal["smallest_box", "max_prob"] = "smallest_box"  # who wins where boxes overlap
     no_memory_level: Literal["original", "transformers"] = "original"  # see module doc
     box_batch: int = 64  # * boxes decoded per call (per image)
     image_batch: int = 1  # * images encoded per call
@@ -58,7 +67,8 @@ class TeacherConfig:
     def result_key(self) -> dict[str, Any]:
         """The fields that change teacher outputs (for cache keys)."""
         return {"multimask": self.multimask, "mask_threshold": self.mask_threshold,
-                "tie_margin": self.tie_margin, "no_memory_level": self.no_memory_level}
+                "tie_margin": self.tie_margin, "no_memory_level": self.no_memory_level,
+                "overlap": self.overlap}
 
 
 DEFAULT_TEACHER = TeacherConfig()
@@ -160,7 +170,7 @@ class Teacher:
         for b, bs in enumerate(sets):
             lg = torch.cat(logits_per[b]) if logits_per[b] else torch.zeros(0, 1, 1)
             sc = torch.cat(scores_per[b]).numpy() if scores_per[b] else np.zeros(0, np.float32)
-            cls, prob, region = compose(lg, bs, self.cfg.mask_threshold, self.cfg.tie_margin)
+            cls, prob, region = compose(lg, bs, self.cfg.mask_threshold, self.cfg.tie_margin, self.cfg.overlap)
             out.append(TeacherMaps(cls, prob, region, bs, sc.astype(np.float32)))
         return out
 
@@ -184,8 +194,33 @@ def encode_image(model: torch.nn.Module, pixel_values: torch.Tensor,
     return emb
 
 
-def compose(logits: torch.Tensor, boxes: BoxSet, threshold: float = 0.5,
-            tie_margin: float = 0.05) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _interp_matrix(out_len: int, in_len: int, start: int, stop: int) -> torch.Tensor:
+    """(stop - start, in_len) weights of 1-D bilinear resampling (``align_corners=False``, as
+    ``F.interpolate``) from ``in_len`` to ``out_len`` samples, for output rows start..stop-1."""
+    dst = torch.arange(start, stop, dtype=torch.float64)
+    src = ((dst + 0.5) * (in_len / out_len) - 0.5).clamp_min(0)
+    i0 = src.floor().long().clamp_max(in_len - 1)
+    i1 = (i0 + 1).clamp_max(in_len - 1)
+    l1 = src - i0
+    m = torch.zeros(stop - start, in_len, dtype=torch.float64)
+    rows = torch.arange(stop - start)
+    m.index_put_((rows, i0), 1 - l1, accumulate=True)
+    m.index_put_((rows, i1), l1, accumulate=True)
+    return m.float()
+
+
+def box_probability(logits: torch.Tensor, pix: Sequence[int], h: int, w: int) -> torch.Tensor:
+    """Mask probability inside one box: sigmoid of the low-res logits (h_lr, w_lr) bilinearly
+    upsampled to the image (h, w), computed only for the box's pixels ``pix = (x1, y1, x2, y2)``
+    (two small matrix products instead of a full-image upsampling)."""
+    x1, y1, x2, y2 = (int(v) for v in pix)
+    ay = _interp_matrix(h, logits.shape[-2], y1, y2)
+    ax = _interp_matrix(w, logits.shape[-1], x1, x2)
+    return torch.sigmoid(ay @ logits.float() @ ax.T)
+
+
+def compose(logits: torch.Tensor, boxes: BoxSet, threshold: float = 0.5, tie_margin: float = 0.05,
+            overlap: Literal["smallest_box", "max_prob"] = "smallest_box") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-box mask logits (N, h, w) in the model frame -> (teacher_cls, teacher_prob,
     teacher_region), HxW uint8 each, by the rule in the module doc."""
     h, w = boxes.height, boxes.width
@@ -194,18 +229,19 @@ def compose(logits: torch.Tensor, boxes: BoxSet, threshold: float = 0.5,
     region_map = np.full((h, w), NONE, np.uint8)
     if len(boxes) == 0:
         return cls_map, prob_map, region_map
+    if overlap == "smallest_box":
+        return _compose_smallest(logits, boxes, threshold, cls_map, prob_map, region_map)
+    if overlap != "max_prob":
+        raise ValueError(f"overlap must be 'smallest_box' or 'max_prob', got {overlap!r}")
     classes = np.unique(boxes.classes)
     # per-class max probability inside the class's boxes; -1 where no box of the class covers
     per_class = torch.full((len(classes), h, w), -1.0)
     pix = box_pixels(boxes.xyxy, h, w)
     cls_index = {int(c): i for i, c in enumerate(classes)}
-    for lo in range(0, len(boxes), 16):  # bound memory: 16 upsampled masks at a time
-        up = torch.sigmoid(F.interpolate(logits[lo:lo + 16, None].float(), size=(h, w), mode="bilinear",
-                                         align_corners=False))[:, 0]
-        for j in range(up.shape[0]):
-            x1, y1, x2, y2 = pix[lo + j]
-            k = cls_index[int(boxes.classes[lo + j])]
-            per_class[k, y1:y2, x1:x2] = torch.maximum(per_class[k, y1:y2, x1:x2], up[j, y1:y2, x1:x2])
+    for j in range(len(boxes)):
+        x1, y1, x2, y2 = pix[j]
+        k = cls_index[int(boxes.classes[j])]
+        per_class[k, y1:y2, x1:x2] = torch.maximum(per_class[k, y1:y2, x1:x2], box_probability(logits[j], pix[j], h, w))
     if len(classes) > 1:
         top2, arg = per_class.topk(2, dim=0)
         best, second = top2[0], top2[1]
@@ -222,6 +258,23 @@ def compose(logits: torch.Tensor, boxes: BoxSet, threshold: float = 0.5,
     prob_map[cov] = np.round(best.clamp(0, 1).numpy()[cov] * 255).astype(np.uint8)
     ok = (confident & ~tie).numpy()
     cls_map[ok] = region_np[ok]
+    return cls_map, prob_map, region_map
+
+
+def _compose_smallest(logits: torch.Tensor, boxes: BoxSet, threshold: float, cls_map: np.ndarray,
+                      prob_map: np.ndarray, region_map: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The ``"smallest_box"`` rule: paint boxes from the largest to the smallest."""
+    h, w = boxes.height, boxes.width
+    pix = box_pixels(boxes.xyxy, h, w)
+    area = (pix[:, 2] - pix[:, 0]) * (pix[:, 3] - pix[:, 1])
+    order = np.argsort(-area, kind="stable")
+    for j in order:
+        x1, y1, x2, y2 = pix[j]
+        p = box_probability(logits[j], pix[j], h, w).numpy()
+        c = int(boxes.classes[j])
+        region_map[y1:y2, x1:x2] = c
+        prob_map[y1:y2, x1:x2] = np.round(p * 255).astype(np.uint8)
+        cls_map[y1:y2, x1:x2][p >= threshold] = c
     return cls_map, prob_map, region_map
 
 
