@@ -338,7 +338,7 @@ def _tta_modes(args: argparse.Namespace) -> dict:
     return modes
 
 
-def _print_scores(scores: dict, names: list[str]) -> None:
+def _print_scores(scores: dict) -> None:
     def pct(v: float | None) -> str:
         return "   -  " if v is None else f"{100 * v:6.2f}"
 
@@ -370,7 +370,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(scores))
     else:
-        _print_scores({args.pred_dir: scores}, [])
+        _print_scores({args.pred_dir: scores})
     return 0
 
 
@@ -405,7 +405,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         print(json.dumps(result.to_dict()))
     else:
         print(f"{what}; {len(dataset)} images of {args.split}")
-        _print_scores({n: s.to_dict() for n, s in result.scores.items()}, [])
+        _print_scores({n: s.to_dict() for n, s in result.scores.items()})
         print(f"wrote {paths['summary']}")
     return 0
 
@@ -488,7 +488,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     hints = typing.get_type_hints(TrainingParams)
     for f in dataclasses.fields(TrainingParams):
-        if f.name == "out_dir":
+        if f.name in ("out_dir", "progress"):
             continue
         multi = "tuple" in str(hints[f.name])
         p.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=_train_value, default=argparse.SUPPRESS,
@@ -525,11 +525,14 @@ def _add_teacher(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-area", type=int, default=16, help="boxes: minimum object area in pixels")
     p.add_argument("--box-margin", type=float, default=0.0, help="boxes: margin as a fraction of the box size")
     p.add_argument("--max-boxes", type=int, help="boxes: keep the largest N objects per image")
+    p.add_argument("--boxes", choices=("gt", "prediction"), default="gt",
+                   help="prompt boxes from the labels (gt) or from --student's prediction (unlabelled splits)")
     p.add_argument("--limit", type=int, help="first N samples of the split")
     p.add_argument("--shard", metavar="I/N", help="only samples I::N (a cluster job array's share)")
     p.add_argument("--device", default="auto")
     p.add_argument("--compare", metavar="OUT", help="also compare with --student and write the selection to OUT")
-    p.add_argument("--student", default="", help="student checkpoint for --compare ('' = untrained student)")
+    p.add_argument("--student", default="", help="student checkpoint / run folder for --compare and "
+                   "--boxes prediction ('' = untrained student)")
     p.add_argument("--margin", type=float, default=0.0, help="selection: required IoU gain of the teacher")
     p.add_argument("--min-pixels", type=int, default=100, help="selection: minimum support in pixels")
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
@@ -558,14 +561,20 @@ def _cmd_teacher(args: argparse.Namespace) -> int:
     ckpt = prepare_teacher_checkpoint(args.checkpoint, args.root, cfg=AdaptConfig(steps=args.adapt_steps),
                                       box_params=boxes, device=args.device, progress=progress)
     cache_root = Path(args.cache_dir) if args.cache_dir else paths.home() / "teacher-cache"
-    rep = cache_split(ckpt, args.root, args.split, cache_root, box_params=boxes, limit=args.limit, shard=shard,
+    rep = cache_split(ckpt, args.root, args.split, cache_root, box_params=boxes, box_source=args.boxes,
+                      student=args.student, sam3_checkpoint=args.checkpoint, limit=args.limit, shard=shard,
                       device=args.device, progress=progress)
     summary = {"cache": str(rep.folder), "checkpoint": str(ckpt), "split": args.split, "total": rep.total,
                "computed": rep.computed, "reused": rep.reused}
     if args.compare:
         from goose_lib.data.layout import index_split
-        from goose_lib.teacher.selection import (SelectionRule, compare, save_selection, select_classes,
-                                                 student_predictor)
+        from goose_lib.teacher.selection import (
+            SelectionRule,
+            compare,
+            save_selection,
+            select_classes,
+            student_predictor,
+        )
 
         predict_fn, label = student_predictor(args.student, sam3_checkpoint=args.checkpoint, device=args.device)
         samples = index_split(paths.resolve_data_root(args.root), args.split, limit=args.limit)

@@ -183,7 +183,7 @@ class TeacherParams:
     min_pixels: int = 100  # selection: ground-truth pixels of the class inside its boxes
     min_images: int = 1  # selection: images with a box of the class
     max_classes: int | None = None  # selection: keep the N largest gains; None = all
-    gallery_classes: int = 4  # classes shown in the gallery (selected first, else largest gains)
+    gallery_classes: int = 4  # classes shown in the gallery (the selected ones with most support)
     gallery_rows: int = 3  # images in the gallery
     device: str = "auto"  # "auto", "cpu", "cuda"
     seed: int = 0  # adaptation seed and the untrained student's decoder seed

@@ -175,3 +175,11 @@ steps:
     assert {n: r["outcome"] for n, r in res.items()} == {"a-one": "cached", "a-two": "ok", "b": "ok"}
     assert (tmp_path / "log.txt").read_text().split() == ["a-one", "a-two", "b", "a-two", "b"]
     assert json.loads((tmp_path / "reports/b/metrics.json").read_text())["upstream"] == "alpha=4"
+
+
+def test_a_run_whose_upstream_is_elsewhere_and_incomplete_is_blocked(tmp_path: Path) -> None:
+    spec = load_spec(_spec(tmp_path, SPEC_HEAD + "  b:\n    notebook: fake.ipynb\n"
+                                        "    params: {checkpoint: '${a.checkpoint}'}\n"), registry={})
+    res = run_ablation(spec, tmp_path / "reports", stage=1, progress=False, registry={}, index=False)
+    assert res["b"]["outcome"] == "blocked" and "upstream run a is not complete" in res["b"]["error"]
+    assert not (tmp_path / "reports" / "b").exists()  # nothing ran, nothing written

@@ -106,3 +106,17 @@ def test_real_tiny_student_single_equals_multiscale_one(tiny_root: Path, tiny_ch
     key = data.samples[0].key
     np.testing.assert_array_equal(res.predictions["a"][key], res.predictions["b"][key])
     np.testing.assert_array_equal(res.counts["a"], res.counts["b"])
+
+
+def test_modes_share_the_stretched_view(tiny_root: Path) -> None:
+    model = ColourModel(image_size=32, num_classes=64)
+    data = GooseDataset(tiny_root, "val", config=DataConfig(limit=2))
+    modes = {"single": TTAConfig(flip=True), "ms": TTAConfig(mode="multiscale", scales=(1.0, 1.5), flip=True)}
+    res = evaluate(model, data, modes, keep_predictions=True, progress=False)
+    # per image: single = 2 views; ms = 2 x (1 + 4) windows, of which the 2 scale-1 views are shared
+    assert model.windows == 2 * (2 + 10 - 2)
+    for name, cfg in modes.items():
+        for i in range(2):
+            item = data[i]
+            np.testing.assert_array_equal(res.predictions[name][item["sample"].key],
+                                          predict(ColourModel(image_size=32, num_classes=64), item["image"], cfg))

@@ -70,4 +70,5 @@ def test_index_page_has_table_deltas_plot_and_per_class_data(tmp_path: Path) -> 
 def test_index_without_metrics_or_settings(tmp_path: Path) -> None:
     _run(tmp_path, "explore", metrics={"samples": 8})
     page = build_index(tmp_path).read_text()
-    assert "No run recorded composite" in page and ">8.0000<" in page and "none" in page
+    assert "No run recorded composite" in page and '<td class="num" data-v="8.0">8</td>' in page
+    assert '<b id="baseline">none</b>' in page

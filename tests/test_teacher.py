@@ -170,7 +170,7 @@ def test_compose_smallest_box_rule_known_answer() -> None:
 
 @pytest.mark.parametrize("h, w, lr", [(60, 80, 16), (17, 300, 64), (240, 320, 64), (10, 10, 16)])
 def test_box_probability_equals_full_bilinear_upsampling(h, w, lr) -> None:
-    from goose_lib.teacher.prompt import box_probability
+    from goose_lib.teacher.prompt import _image_mats, box_probability
 
     logits = torch.randn(lr, lr, generator=torch.Generator().manual_seed(h))
     full = torch.sigmoid(torch.nn.functional.interpolate(logits[None, None], size=(h, w), mode="bilinear",
@@ -178,6 +178,8 @@ def test_box_probability_equals_full_bilinear_upsampling(h, w, lr) -> None:
     for pix in [(0, 0, w, h), (w // 3, h // 4, w // 2 + 1, h - 1), (w - 1, h - 1, w, h)]:
         x1, y1, x2, y2 = pix
         torch.testing.assert_close(box_probability(logits, pix, h, w), full[y1:y2, x1:x2], atol=1e-5, rtol=0)
+        torch.testing.assert_close(box_probability(logits, pix, h, w, _image_mats(logits, h, w)),
+                                   full[y1:y2, x1:x2], atol=1e-5, rtol=0)
 
 
 def test_mask_outside_its_box_is_ignored() -> None:

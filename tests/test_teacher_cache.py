@@ -201,3 +201,19 @@ def test_cli_teacher_caches_and_resumes(root, tmp_path, capsys) -> None:
     assert (second["computed"], second["reused"]) == (0, 2) and second["cache"] == first["cache"]
     assert main(args[:-1] + ["--shard", "x"]) == 2
     assert "I/N" in capsys.readouterr().err
+
+
+def test_cli_teacher_on_an_unlabelled_split_with_predicted_boxes(root, tmp_path, capsys) -> None:
+    import json
+
+    from goose_lib.cli import main
+
+    args = ["teacher", str(root), "--split", "test", "--limit", "1", "--boxes", "prediction", "--max-boxes", "3",
+            "--cache-dir", str(tmp_path / "c"), "--no-progress", "--json"]
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["computed"] == 1
+    items = list((tmp_path / "c").rglob("*.npz"))
+    it = read_item(items[0])
+    assert set(it["boxes"].sources) <= {"prediction"}
+    assert open_cache(out["cache"])["key"]["predictor_id"]

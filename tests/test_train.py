@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 from pathlib import Path
 
@@ -15,8 +16,8 @@ from safetensors.torch import load_file
 from goose_lib.config import ParameterError, to_dict, validate
 from goose_lib.train import checkpoint as ckpt
 from goose_lib.train import loop
-from goose_lib.train.losses import segmentation_loss
 from goose_lib.train.loop import TrainConfig, TrainingDiverged, lr_factor, train
+from goose_lib.train.losses import segmentation_loss
 from goose_lib.train.sampling import DrawSampler, repeat_factors
 
 
@@ -29,9 +30,9 @@ def small_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _cfg(root: Path, ck: Path, **kw) -> TrainConfig:
-    base = dict(data_root=str(root), checkpoint=str(ck), decoder_channels=16, batch_size=2, steps=4,
-                train_limit=4, val_limit=2, val_interval=0, checkpoint_interval=2, log_interval=1,
-                warmup_steps=2, lr=2e-3, photometric="standard")
+    base = {"data_root": str(root), "checkpoint": str(ck), "decoder_channels": 16, "batch_size": 2, "steps": 4,
+            "train_limit": 4, "val_limit": 2, "val_interval": 0, "checkpoint_interval": 2, "log_interval": 1,
+            "warmup_steps": 2, "lr": 2e-3, "photometric": "standard"}
     return TrainConfig(**(base | kw))
 
 
@@ -42,7 +43,7 @@ def test_lr_schedule_warmup_then_poly() -> None:
     f = [lr_factor(s, cfg) for s in range(110)]
     assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)
     assert f[10] == pytest.approx(1.0) and f[60] == pytest.approx(0.1 + 0.9 * 0.5 ** 2)
-    assert all(a >= b for a, b in zip(f[10:], f[11:])) and f[-1] > 0.1
+    assert all(a >= b for a, b in itertools.pairwise(f[10:])) and f[-1] > 0.1
 
 
 def test_repeat_factors_known_answer() -> None:
@@ -73,6 +74,20 @@ def test_sampler_shards_ranks_and_resumes_exactly() -> None:
     # Repeat factors: an image with factor 3 appears 3x per epoch.
     rep = DrawSampler(4, batch_size=1, seed=0, factors=np.array([3.0, 1, 1, 1])).epoch(0)
     assert sorted(rep.tolist()) == [0, 0, 0, 1, 2, 3]
+
+
+def test_ema_follows_the_trainable_weights_only() -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Linear(2, 2))
+    model[0].requires_grad_(False)
+    ema = loop.EMA(model, 0.75)
+    before = [p.detach().clone() for p in ema.model.parameters()]
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    ema.update()
+    after = list(ema.model.parameters())
+    torch.testing.assert_close(after[0], before[0])  # frozen: untouched
+    torch.testing.assert_close(after[2], before[2] + 0.25)  # 0.75 * old + 0.25 * (old + 1)
 
 
 def test_segmentation_loss_matches_torch_and_handles_all_ignored() -> None:
@@ -201,7 +216,8 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tiny_
 def test_distillation_with_empty_selection_trains_without_it_and_says_so(tiny_root, small_ckpt, tmp_path) -> None:
     sel = tmp_path / "selection.json"
     sel.write_text(json.dumps({"classes": []}))
-    cfg = _cfg(tiny_root, small_ckpt, steps=1, distill_mode="soft", distill_selection=str(sel))
+    cfg = _cfg(tiny_root, small_ckpt, steps=1, distill_mode="soft", distill_selection=str(sel),
+               repeat_threshold=0.5)  # also runs repeat-factor sampling
     with pytest.warns(UserWarning, match="WITHOUT distillation"):
         res = train(cfg, tmp_path / "run", progress=False)
     assert any("WITHOUT distillation" in n for n in res.notes)

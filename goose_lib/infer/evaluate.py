@@ -27,7 +27,14 @@ from tqdm.auto import tqdm
 
 from goose_lib.config import EvalProtocol, to_dict
 from goose_lib.io import atomic_write_json, atomic_write_text
-from goose_lib.metrics import DEFAULT_PROTOCOL, ConfusionMatrix, Scores, apply_protocol, compute_scores
+from goose_lib.metrics import (
+    DEFAULT_PROTOCOL,
+    ConfusionMatrix,
+    Scores,
+    apply_protocol,
+    category_counts,
+    compute_scores,
+)
 from goose_lib.ontology import IGNORE_INDEX, Ontology
 
 from .tta import TTAConfig, count_windows, predict
@@ -61,7 +68,9 @@ class EvalResult:
     {mode: Scores}; ``per_image``: DataFrame with columns key, mode, miou, category_miou,
     composite, accuracy, pixels, seconds; ``boundary``: DataFrame (mode, bin, lo, hi, pixels,
     errors, error_rate) or None; ``predictions``: {mode: {key: HxW uint8}} when kept;
-    ``reads``: images decoded (== number of images: one pass).
+    ``reads``: images decoded (== number of images: one pass). ``per_image.windows`` is the mode's
+    own window count (:func:`count_windows`); the stretched S x S view common to several modes
+    actually runs once per image.
     """
 
     protocol: EvalProtocol
@@ -107,8 +116,6 @@ class EvalResult:
 
     def category_confusion(self, mode: str) -> np.ndarray:
         """(G, G) category confusion of ``mode`` under the protocol."""
-        from goose_lib.metrics import category_counts
-
         return category_counts(apply_protocol(self.counts[mode], self.protocol), self.ontology)
 
     def to_dict(self) -> dict[str, Any]:
@@ -187,9 +194,10 @@ def evaluate(model: torch.nn.Module, dataset: Sequence[Mapping[str, Any]], modes
                     valid &= label != 0
                 bin_of = np.digitize(boundary_distance(label), bins, right=True)
                 b_pixels += np.bincount(bin_of[valid], minlength=nb)
+            shared: dict = {}  # the stretched SxS view, common to the modes, runs once per image
             for name, cfg in modes.items():
                 t = time.perf_counter()
-                pred = predict(model, item["image"], cfg)
+                pred = predict(model, item["image"], cfg, shared=shared)
                 seconds = time.perf_counter() - t
                 own = totals[name].update(pred, label, where=where)
                 s = compute_scores(own, ontology, protocol)

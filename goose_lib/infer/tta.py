@@ -169,9 +169,14 @@ def _canvas_logits(model: torch.nn.Module, canvas: torch.Tensor, size: int, cfg:
     return acc / count
 
 
-def _low_res_probs(model: torch.nn.Module, image: np.ndarray | torch.Tensor, cfg: TTAConfig
-                   ) -> tuple[torch.Tensor, tuple[int, int]]:
-    """Averaged probabilities (1, C, h, w) at the working resolution, and the image's (H, W)."""
+def _low_res_probs(model: torch.nn.Module, image: np.ndarray | torch.Tensor, cfg: TTAConfig,
+                   shared: dict[bool, torch.Tensor] | None = None) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Averaged probabilities (1, C, h, w) at the working resolution, and the image's (H, W).
+
+    ``shared``: {flip: probabilities of the stretched S x S view}; that view (single mode, and
+    scale 1 of multiscale with base "stretch") is one identical forward pass in every mode, so
+    modes predicting the same image with one ``shared`` dict run it once.
+    """
     size = int(model.image_size)
     device = _model_device(model)
     x = _image_tensor(image, device)
@@ -185,14 +190,19 @@ def _low_res_probs(model: torch.nn.Module, image: np.ndarray | torch.Tensor, cfg
     total: torch.Tensor | None = None
     for canvas_hw in canvases:
         for flip in views:
-            canvas = _resize_normalise(x.flip(-1) if flip else x, canvas_hw)
-            if cfg.mode == "single":
-                logits = _forward(model, canvas)
+            if shared is not None and canvas_hw == (size, size) and flip in shared:
+                probs = shared[flip]
             else:
-                logits = _canvas_logits(model, canvas, size, cfg)
-            probs = logits.softmax(dim=1)
+                canvas = _resize_normalise(x.flip(-1) if flip else x, canvas_hw)
+                if cfg.mode == "single":
+                    logits = _forward(model, canvas)
+                else:
+                    logits = _canvas_logits(model, canvas, size, cfg)
+                probs = logits.softmax(dim=1)
+                if shared is not None and canvas_hw == (size, size):
+                    shared[flip] = probs
             probs = _resize(probs.flip(-1) if flip else probs, work)
-            total = probs if total is None else total.add_(probs)
+            total = probs.clone() if total is None else total.add_(probs)
     assert total is not None
     return total / (len(canvases) * len(views)), (height, width)
 
@@ -222,8 +232,11 @@ def _upsample_argmax(p: torch.Tensor, hw: tuple[int, int], chunk: int = 1 << 18)
     and only pixels whose four source pixels disagree (near low-resolution label boundaries)
     are interpolated. Maps with many such cells take the separable path instead.
     """
-    _, h, w = p.shape
-    low = p.argmax(0)
+    c, h, w = p.shape
+    pt = p.permute(1, 2, 0).contiguous()  # (h, w, C): contiguous argmax and vector gathers
+    low = pt.argmax(-1)
+    if c <= 256:
+        low = low.to(torch.uint8)
     down = torch.cat([low[1:], low[-1:]], 0)
     right = torch.cat([low[:, 1:], low[:, -1:]], 1)
     diag = torch.cat([right[1:], right[-1:]], 0)
@@ -232,17 +245,17 @@ def _upsample_argmax(p: torch.Tensor, hw: tuple[int, int], chunk: int = 1 << 18)
         return _upsample_argmax_separable(p, hw, chunk)
     y0, y1, wy = _source_index(hw[0], h, p.device)
     x0, x1, wx = _source_index(hw[1], w, p.device)
-    out = low[y0][:, x0]
-    iy, ix = torch.nonzero(mixed[y0][:, x0], as_tuple=True)
+    out = low.index_select(0, y0).index_select(1, x0)
+    iy, ix = torch.nonzero(mixed.index_select(0, y0).index_select(1, x0), as_tuple=True)
     if iy.numel():
-        pt = p.permute(1, 2, 0).contiguous()  # (h, w, C): each gather reads one contiguous vector
+        flat = pt.view(h * w, c)
         for s in range(0, iy.numel(), chunk):
             ty, tx = iy[s:s + chunk], ix[s:s + chunk]
-            a0, a1, b0, b1 = y0[ty], y1[ty], x0[tx], x1[tx]
-            fy, fx = wy[ty, None], wx[tx, None]
-            v = ((pt[a0, b0] * (1 - fx) + pt[a0, b1] * fx) * (1 - fy)
-                 + (pt[a1, b0] * (1 - fx) + pt[a1, b1] * fx) * fy)
-            out[ty, tx] = v.argmax(1)
+            r0, r1, c0, c1 = y0[ty] * w, y1[ty] * w, x0[tx], x1[tx]
+            fx = wx[tx, None]
+            top = torch.lerp(flat.index_select(0, r0 + c0), flat.index_select(0, r0 + c1), fx)
+            bottom = torch.lerp(flat.index_select(0, r1 + c0), flat.index_select(0, r1 + c1), fx)
+            out[ty, tx] = torch.lerp(top, bottom, wy[ty, None]).argmax(1).to(out.dtype)
     return out
 
 
@@ -258,19 +271,24 @@ def _upsample_argmax_separable(p: torch.Tensor, hw: tuple[int, int], chunk: int 
     at = a.permute(0, 2, 3, 1)[0].contiguous()  # (h, W, C)
     rows = at.argmax(-1)  # (h, W)
     y0, y1, wy = _source_index(hw[0], h, p.device)
-    out = rows[y0]
-    iy, ix = torch.nonzero(out != rows[y1], as_tuple=True)
+    out = rows.index_select(0, y0)
+    iy, ix = torch.nonzero(out != rows.index_select(0, y1), as_tuple=True)
+    flat = at.view(h * hw[1], -1)
     for s in range(0, iy.numel(), chunk):
         ty, tx = iy[s:s + chunk], ix[s:s + chunk]
-        f = wy[ty, None]
-        v = at[y0[ty], tx] * (1 - f) + at[y1[ty], tx] * f  # (n, C), contiguous gathers
+        v = torch.lerp(flat.index_select(0, y0[ty] * hw[1] + tx), flat.index_select(0, y1[ty] * hw[1] + tx),
+                       wy[ty, None])
         out[ty, tx] = v.argmax(1)
     return out
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, image: np.ndarray | torch.Tensor, cfg: TTAConfig = DEFAULT_TTA) -> np.ndarray:
+def predict(model: torch.nn.Module, image: np.ndarray | torch.Tensor, cfg: TTAConfig = DEFAULT_TTA, *,
+            shared: dict[bool, torch.Tensor] | None = None) -> np.ndarray:
     """HxW uint8 class-id map: the argmax of :func:`predict_probs`, computed without the C x H x W
-    probabilities (only pixels on low-resolution label boundaries are interpolated)."""
-    low, hw = _low_res_probs(model, image, cfg)
+    probabilities (only pixels on low-resolution label boundaries are interpolated).
+
+    ``shared``: pass one empty dict per image to several calls (modes) on the same image: the
+    stretched S x S view they have in common is then run once (see ``_low_res_probs``)."""
+    low, hw = _low_res_probs(model, image, cfg, shared)
     return _upsample_argmax(low[0], hw).to(torch.uint8).cpu().numpy()

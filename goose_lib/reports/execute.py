@@ -33,7 +33,7 @@ from goose_lib.io import atomic_write_json, read_json
 from goose_lib.paths import repo_root
 from goose_lib.reports import provenance
 from goose_lib.reports.html import STATIC_DIR, HtmlReporter, reporter
-from goose_lib.reports.kernels import KERNEL_LOG, KernelPool, register_engine
+from goose_lib.reports.kernels import KERNEL_LOG, KernelPool, register_engine, shutdown_kernel
 
 NOTEBOOK_FILE = "notebook.ipynb"
 HTML_FILE = "report.html"
@@ -190,16 +190,17 @@ def execute_run(notebook: Path, run_dir: str | os.PathLike, params: Mapping[str,
     run_dir = Path(run_dir).resolve()
     clear_dir(run_dir)
     params = dict(params)
+    effective = effective_params(notebook, params, registry)
     if seed is None:
-        seed = effective_params(notebook, params, registry).get("seed")
+        seed = effective.get("seed")
     atomic_write_json(run_dir / PARAMS_FILE, {"notebook": str(notebook), "params": params})
     record: dict[str, Any] = {"name": run_dir.name, "notebook": notebook.stem, "status": "ok",
                               "error": None, "error_cell": None, "key": key, "started": started}
-    nb = None
+    nb = km = None
     cells_s = 0.0
     try:
         if inputs is None:
-            inputs = provenance.input_fingerprints(effective_params(notebook, params, registry), run_dir)
+            inputs = provenance.input_fingerprints(effective, run_dir)
         km = kernels.take(run_dir) if kernels is not None else None
         if km is None:
             fresh = KernelPool(KERNEL_NAME)
@@ -213,6 +214,8 @@ def execute_run(notebook: Path, run_dir: str | os.PathLike, params: Mapping[str,
         record.update(status="failed", error=f"{exc.ename}: {exc.evalue}", error_cell=exc.exec_count)
     except Exception as exc:  # noqa: BLE001 - a dead kernel, an unreadable notebook: keep going
         record.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+        if km is not None:
+            shutdown_kernel(km)  # failed before papermill took charge of it
     if nb is None and (run_dir / NOTEBOOK_FILE).is_file():
         import nbformat
 
@@ -220,11 +223,15 @@ def execute_run(notebook: Path, run_dir: str | os.PathLike, params: Mapping[str,
     if nb is not None:
         cells_s = _cells_seconds(nb)
         static = Path(static_dir) if static_dir is not None else run_dir.parent / STATIC_DIR
-        (html or reporter()).write(nb, run_dir / HTML_FILE, static)
-        record["html"] = HTML_FILE
+        try:
+            (html or reporter()).write(nb, run_dir / HTML_FILE, static)
+            record["html"] = HTML_FILE
+        except Exception as exc:  # noqa: BLE001 - the run itself is done; say why it has no page
+            record["html_error"] = f"{type(exc).__name__}: {exc}"
     wall_s = time.perf_counter() - t0
     atomic_write_json(run_dir / PROVENANCE_FILE, provenance.collect(
         notebook=str(notebook), params=params, inputs=inputs or {}, seed=seed, started=started,
+        device=effective.get("device", "auto"),
         wall_s=wall_s, key=key))
     wall_s = time.perf_counter() - t0
     record.update(finished=_now(), wall_s=round(wall_s, 3), cells_s=round(cells_s, 3),

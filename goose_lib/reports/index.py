@@ -90,7 +90,7 @@ def _plot(runs: Mapping[str, dict[str, Any]], compare: Mapping[str, str]) -> str
     metrics = [m for m in MAIN_METRICS if any(m in runs[compare[lbl]]["metrics"] for lbl in labels)]
     if not labels or not metrics:
         return None
-    fig = Figure(figsize=(1.6 + 1.4 * len(labels), 3.2), dpi=100)
+    fig = Figure(figsize=(3.0 + 1.4 * len(labels), 3.2), dpi=100)
     ax = fig.add_subplot()
     width = 0.8 / len(metrics)
     for j, m in enumerate(metrics):
@@ -99,7 +99,8 @@ def _plot(runs: Mapping[str, dict[str, Any]], compare: Mapping[str, str]) -> str
         ax.bar_label(bars, fmt="%.3f", fontsize=7)
     ax.set_xticks([i + width * (len(metrics) - 1) / 2 for i in range(len(labels))], labels)
     ax.set_ylabel("IoU")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.margins(y=0.15)
     ax.set_title("main metrics across variants")
     fig.tight_layout()
     buf = io.BytesIO()
@@ -120,8 +121,11 @@ def _class_names(n: int) -> list[str]:
 
 
 def _fmt(v: float | None, signed: bool = False) -> str:
+    """4 decimals (IoU-like values); whole numbers (counts, steps) without decimals."""
     if v is None:
         return ""
+    if v == int(v) and abs(v) >= 1:
+        return f"{int(v):+d}" if signed else f"{int(v)}"
     return f"{v:+.4f}" if signed else f"{v:.4f}"
 
 
@@ -137,13 +141,14 @@ def render_index(runs: list[dict[str, Any]], *, baseline: str | None = None,
     rows = []
     for r in runs:
         cls = {"ok": "ok", "failed": "failed"}.get(r["status"], "other")
-        status = html.escape(str(r["status"]))
+        status_text = html.escape(str(r["status"]))
+        status = status_text
         if r["error"]:
-            status += f'<div class="err">{html.escape(str(r["error"]))[:600]}</div>'
+            status += f'<div class="err">{html.escape(str(r["error"])[:600])}</div>'
         link = f'<a href="{html.escape(r["html"])}">{html.escape(r["name"])}</a>' if r["html"] else html.escape(r["name"])
         cells = [f'<td data-v="{html.escape(r["name"])}">{link}</td>',
                  f'<td>{html.escape(label_of.get(r["name"], ""))}</td>',
-                 f'<td class="{cls}" data-v="{status}">{status}</td>', f'<td>{html.escape(r["notebook"])}</td>']
+                 f'<td class="{cls}" data-v="{status_text}">{status}</td>', f'<td>{html.escape(r["notebook"])}</td>']
         for c in cols:
             v = r["metrics"].get(c)
             delta = v - base["metrics"][c] if (v is not None and base and c in base["metrics"]) else None

@@ -94,19 +94,21 @@ class KernelPool:
         same = run_dir.is_dir() and run_dir.stat().st_ino == inode
         if same and run_sync(km.is_alive)():
             return km
-        self._shutdown(km)
+        shutdown_kernel(km)
         return None
-
-    def _shutdown(self, km: Any) -> None:
-        from jupyter_core.utils import run_sync
-
-        try:
-            run_sync(km.shutdown_kernel)(now=True)
-        except Exception:  # noqa: BLE001, S110 - already gone: nothing to clean up
-            pass
 
     def close(self) -> None:
         """Shut down every kernel not taken."""
         while self._kernels:
             km, _ = self._kernels.popitem()[1]
-            self._shutdown(km)
+            shutdown_kernel(km)
+
+
+def shutdown_kernel(km: Any) -> None:
+    """Stop a kernel now (no error when it is already gone)."""
+    from jupyter_core.utils import run_sync
+
+    try:
+        run_sync(km.shutdown_kernel)(now=True)
+    except Exception:  # noqa: BLE001, S110 - already gone: nothing to clean up
+        pass

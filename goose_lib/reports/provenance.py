@@ -200,9 +200,9 @@ def warm_up() -> None:
 
 
 def collect(*, notebook: str, params: Mapping[str, Any], inputs: Mapping[str, Any], seed: Any,
-            started: str, wall_s: float, key: str | None = None) -> dict[str, Any]:
-    """The provenance record of one run (JSON-ready)."""
-    device = params.get("device", "auto")
+            started: str, wall_s: float, key: str | None = None, device: Any = "auto") -> dict[str, Any]:
+    """The provenance record of one run (JSON-ready); ``device`` is the run's device parameter
+    (resolved here: "auto" -> cuda when available)."""
     return {
         "notebook": notebook,
         "key": key,

@@ -212,10 +212,15 @@ def missing_items(folder: str | os.PathLike, samples: Sequence[Any]) -> list[str
 
 def cache_split(checkpoint: str | os.PathLike, data_root: str, split: str, cache_root: str | os.PathLike, *,
                 teacher_cfg: TeacherConfig = DEFAULT_TEACHER, box_params: BoxParams = DEFAULT_BOXES,
+                box_source: Literal["gt", "prediction"] = "gt", student: str = "", sam3_checkpoint: str = "embedded",
                 limit: int | None = None, shard: tuple[int, int] = (0, 1), device: str = "auto",
                 progress: bool = True) -> CacheReport:
-    """Teacher outputs for a labelled split (ground-truth boxes): the model is loaded only when an
-    item is missing. ``checkpoint``: a SAM3 folder or ``"embedded"``."""
+    """Teacher outputs for a split; the model is loaded only when an item is missing.
+
+    ``checkpoint``: the teacher's SAM3 folder or ``"embedded"``. ``box_source="prediction"``
+    prompts with components of a student's prediction (``student``: a checkpoint / run folder, or
+    ``""`` = the untrained student on ``sam3_checkpoint``), so unlabelled splits work too.
+    """
     from goose_lib import paths
     from goose_lib.data.layout import index_split
     from goose_lib.models.sam3 import checkpoint_fingerprint
@@ -223,6 +228,13 @@ def cache_split(checkpoint: str | os.PathLike, data_root: str, split: str, cache
 
     ckpt = paths.resolve_checkpoint(checkpoint)
     samples = index_split(paths.resolve_data_root(data_root), split, limit=limit)
+    predict_fn, predictor_id = None, ""
+    if box_source == "prediction":
+        from goose_lib.teacher.selection import student_id, student_predictor
+
+        predict_fn = student_predictor(student, sam3_checkpoint=sam3_checkpoint, device=device)[0]
+        predictor_id = student_id(student, sam3_checkpoint=sam3_checkpoint)
     return build_teacher_cache(samples, cache_root, fingerprint=checkpoint_fingerprint(ckpt),
                                teacher=lambda: load_teacher(str(ckpt), cfg=teacher_cfg, device=device),
-                               teacher_cfg=teacher_cfg, box_params=box_params, shard=shard, progress=progress)
+                               teacher_cfg=teacher_cfg, box_params=box_params, box_source=box_source,
+                               predict_fn=predict_fn, predictor_id=predictor_id, shard=shard, progress=progress)

@@ -36,7 +36,6 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from goose_lib.ontology import IGNORE_INDEX
 from goose_lib.teacher.boxes import BoxSet, box_pixels
@@ -63,6 +62,10 @@ class TeacherConfig:
             raise ValueError(f"tie_margin must be >= 0, got {self.tie_margin}")
         if self.box_batch < 1 or self.image_batch < 1:
             raise ValueError("box_batch and image_batch must be >= 1")
+        if self.overlap not in ("smallest_box", "max_prob"):
+            raise ValueError(f"overlap must be 'smallest_box' or 'max_prob', got {self.overlap!r}")
+        if self.no_memory_level not in ("original", "transformers"):
+            raise ValueError(f"no_memory_level must be 'original' or 'transformers', got {self.no_memory_level!r}")
 
     def result_key(self) -> dict[str, Any]:
         """The fields that change teacher outputs (for cache keys)."""
@@ -209,14 +212,23 @@ def _interp_matrix(out_len: int, in_len: int, start: int, stop: int) -> torch.Te
     return m.float()
 
 
-def box_probability(logits: torch.Tensor, pix: Sequence[int], h: int, w: int) -> torch.Tensor:
+def box_probability(logits: torch.Tensor, pix: Sequence[int], h: int, w: int,
+                    mats: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """Mask probability inside one box: sigmoid of the low-res logits (h_lr, w_lr) bilinearly
     upsampled to the image (h, w), computed only for the box's pixels ``pix = (x1, y1, x2, y2)``
-    (two small matrix products instead of a full-image upsampling)."""
+    (two small matrix products instead of a full-image upsampling). ``mats``: the full
+    (h, h_lr) and (w, w_lr) matrices of :func:`_interp_matrix`, when reused across boxes."""
     x1, y1, x2, y2 = (int(v) for v in pix)
-    ay = _interp_matrix(h, logits.shape[-2], y1, y2)
-    ax = _interp_matrix(w, logits.shape[-1], x1, x2)
+    if mats is None:
+        ay = _interp_matrix(h, logits.shape[-2], y1, y2)
+        ax = _interp_matrix(w, logits.shape[-1], x1, x2)
+    else:
+        ay, ax = mats[0][y1:y2], mats[1][x1:x2]
     return torch.sigmoid(ay @ logits.float() @ ax.T)
+
+
+def _image_mats(logits: torch.Tensor, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+    return _interp_matrix(h, logits.shape[-2], 0, h), _interp_matrix(w, logits.shape[-1], 0, w)
 
 
 def compose(logits: torch.Tensor, boxes: BoxSet, threshold: float = 0.5, tie_margin: float = 0.05,
@@ -238,10 +250,12 @@ def compose(logits: torch.Tensor, boxes: BoxSet, threshold: float = 0.5, tie_mar
     per_class = torch.full((len(classes), h, w), -1.0)
     pix = box_pixels(boxes.xyxy, h, w)
     cls_index = {int(c): i for i, c in enumerate(classes)}
+    mats = _image_mats(logits, h, w)
     for j in range(len(boxes)):
         x1, y1, x2, y2 = pix[j]
         k = cls_index[int(boxes.classes[j])]
-        per_class[k, y1:y2, x1:x2] = torch.maximum(per_class[k, y1:y2, x1:x2], box_probability(logits[j], pix[j], h, w))
+        p = box_probability(logits[j], pix[j], h, w, mats)
+        per_class[k, y1:y2, x1:x2] = torch.maximum(per_class[k, y1:y2, x1:x2], p)
     if len(classes) > 1:
         top2, arg = per_class.topk(2, dim=0)
         best, second = top2[0], top2[1]
@@ -268,9 +282,10 @@ def _compose_smallest(logits: torch.Tensor, boxes: BoxSet, threshold: float, cls
     pix = box_pixels(boxes.xyxy, h, w)
     area = (pix[:, 2] - pix[:, 0]) * (pix[:, 3] - pix[:, 1])
     order = np.argsort(-area, kind="stable")
+    mats = _image_mats(logits, h, w)
     for j in order:
         x1, y1, x2, y2 = pix[j]
-        p = box_probability(logits[j], pix[j], h, w).numpy()
+        p = box_probability(logits[j], pix[j], h, w, mats).numpy()
         c = int(boxes.classes[j])
         region_map[y1:y2, x1:x2] = c
         prob_map[y1:y2, x1:x2] = np.round(p * 255).astype(np.uint8)

@@ -182,33 +182,48 @@ def load_selection(path: str | os.PathLike) -> list[int]:
 
 def student_predictor(checkpoint: str, *, sam3_checkpoint: str = "embedded", device: str = "auto",
                       seed: int = 0) -> tuple[Callable[[np.ndarray], np.ndarray], str]:
-    """(image HxWx3 uint8 -> HxW uint8 prediction, description) for a student.
+    """(image HxWx3 uint8 -> HxW uint8 prediction (single-scale), description) for a student.
 
-    ``checkpoint``: a student checkpoint folder (``train.checkpoint.load_student``), or ``""`` for
-    the UNTRAINED student (SAM3 encoder of ``sam3_checkpoint`` + a random decoder seeded by
-    ``seed``): a reference point, labelled as such in the description.
+    ``checkpoint``: a student checkpoint or training run folder (``infer.evaluate.load_model``),
+    or ``""`` for the UNTRAINED student (SAM3 encoder of ``sam3_checkpoint`` + a random decoder
+    seeded by ``seed``): a reference point, labelled as such in the description.
     """
     import torch
 
     from goose_lib.infer.tta import TTAConfig, predict
-    from goose_lib.paths import resolve_device
 
-    dev = resolve_device(device)
     if checkpoint:
-        from goose_lib.train.checkpoint import load_student
+        from goose_lib.infer.evaluate import load_model
 
-        model = load_student(checkpoint, device=dev)
-        label = f"student {checkpoint}"
+        model, label = load_model(checkpoint, device=device, seed=seed)
     else:
         from goose_lib.models.student import StudentConfig, build_student
+        from goose_lib.paths import resolve_device
 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            model = build_student(StudentConfig(checkpoint=sam3_checkpoint), device=dev)
+            model = build_student(StudentConfig(checkpoint=sam3_checkpoint), device=resolve_device(device))
         label = f"UNTRAINED student (encoder of {sam3_checkpoint}, random decoder, seed {seed})"
     model.eval()
     cfg = TTAConfig()
     return (lambda image: predict(model, image, cfg)), label
+
+
+def student_id(checkpoint: str, *, sam3_checkpoint: str = "embedded", seed: int = 0) -> str:
+    """A stable id of the student behind :func:`student_predictor` (for teacher cache keys of
+    predicted boxes): hashes of its weight files, or of the SAM3 checkpoint + seed if untrained."""
+    from goose_lib.io import sha256_file, sha256_json
+
+    if not checkpoint:
+        from goose_lib.models.sam3 import checkpoint_fingerprint
+        from goose_lib.paths import resolve_checkpoint
+
+        return sha256_json({"untrained": checkpoint_fingerprint(resolve_checkpoint(sam3_checkpoint)), "seed": seed})
+    path = Path(checkpoint)
+    files = sorted(path.rglob("model.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"{path}: no model.safetensors under the student checkpoint folder")
+    return sha256_json({str(f.relative_to(path)): sha256_file(f) for f in files})
 
 
 def teacher_gallery(samples: Sequence[Any], cache_folder: str | os.PathLike,
@@ -246,7 +261,9 @@ def teacher_gallery(samples: Sequence[Any], cache_folder: str | os.PathLike,
         for a, (title, pic) in zip(axes[r], panels):
             a.imshow(pic)
             a.set_axis_off()
-            a.set_title(f"{title}" + (f"  {s.key}" if title == "image" else ""), fontsize=7)
+            name = s.key.rsplit("/", 1)[-1]
+            a.set_title(f"{name[:18]}…{name[-14:]}" if title == "image" and len(name) > 34 else
+                        (name if title == "image" else title), fontsize=7)
         for (x1, y1, x2, y2), c in zip(t["boxes"].xyxy, t["boxes"].classes):
             if int(c) in wanted:
                 col = ontology.palette[int(c)] / 255.0

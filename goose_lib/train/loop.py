@@ -333,7 +333,7 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, *, progress: bool = True
     those in :data:`RESUME_MAY_CHANGE`). Under torchrun every rank calls this; rank 0 writes the files.
     """
     start_time = time.time()
-    out_dir = Path(out_dir)
+    out_dir = Path(out_dir).resolve()
     ctx = setup_distributed(cfg.device)
     device = ctx.device
     notes: list[str] = []
