@@ -319,6 +319,8 @@ def _add_tta_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--window-batch", type=int, default=4, help="windows per forward pass")
     p.add_argument("--base", choices=["stretch", "native"], default="stretch",
                    help="canvas at scale 1: the model's stretched view or the image's own size")
+    p.add_argument("--autocast", choices=["off", "bfloat16", "float16"], default="off",
+                   help="mixed-precision forward passes (GPU)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -327,7 +329,8 @@ def _tta_modes(args: argparse.Namespace) -> dict:
     from goose_lib.config import ParameterError, validate
     from goose_lib.infer.tta import TTAConfig
 
-    common = {"flip": args.flip, "overlap": args.overlap, "window_batch": args.window_batch}
+    common = {"flip": args.flip, "overlap": args.overlap, "window_batch": args.window_batch,
+              "autocast": args.autocast}
     try:
         modes = {"single": validate(TTAConfig, common)}
         if args.scales:

@@ -63,8 +63,8 @@ class TrainingParams:
     # student (goose_lib.models.student.StudentConfig)
     checkpoint: str = "embedded"  # SAM3 folder or "embedded" (tiny random SAM3)
     decoder: Literal["fpn", "upernet"] = "fpn"
-    frozen_layers: int = 1  # lower encoder layers kept frozen (real model: 24 of 32)
-    decoder_channels: int = 128  # decoder width
+    frozen_layers: int = 0  # lower encoder layers kept frozen (tiny random encoder: 0; real SAM3: 24 of 32)
+    decoder_channels: int = 32  # decoder width (real model: 256)
     dropout: float = 0.1  # dropout before the classifier
     grad_checkpointing: bool = False  # recompute trainable ViT layers in backward (less memory)
     # augmentation (goose_lib.data.augment)
@@ -74,19 +74,19 @@ class TrainingParams:
     saturation_range: tuple[float, float] | None = None
     hue_delta: float | None = None  # OpenCV hue units (1 = 2 degrees)
     photometric_prob: float | None = None
-    scale_range: tuple[float, float] = (0.5, 2.0)
+    scale_range: tuple[float, float] = (0.75, 1.5)  # real model: (0.5, 2.0)
     base_short_side: int = 0  # 0 = the image's own size
     crop_size: int = 0  # 0 = the model input size
     flip_prob: float = 0.5
     cat_max_ratio: float = 1.0  # < 1: re-draw crops dominated by one class (mmseg: 0.75)
     # optimisation
-    batch_size: int = 8  # per process and micro-step
+    batch_size: int = 4  # per process and micro-step
     accumulation: int = 1  # micro-steps per optimizer step
-    steps: int = 300  # optimizer steps
-    lr: float = 1e-3
+    steps: int = 200  # optimizer steps
+    lr: float = 3e-3  # peak lr of the top layer and the decoder (real model: 1e-4)
     layer_decay: float = 0.9
     weight_decay: float = 0.05
-    warmup_steps: int = 20
+    warmup_steps: int = 10
     poly_power: float = 1.0
     min_lr_ratio: float = 0.0
     grad_clip: float = 0.0  # max gradient norm; 0 = off
@@ -95,7 +95,7 @@ class TrainingParams:
     repeat_threshold: float = 0.0  # LVIS repeat-factor threshold; 0 = uniform sampling
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     # bookkeeping
-    val_interval: int = 100  # steps between validations; 0 = only at the end
+    val_interval: int = 50  # steps between validations; 0 = only at the end
     checkpoint_interval: int = 100  # steps between checkpoints (also written at the end)
     keep_checkpoints: int = 2
     log_interval: int = 10
@@ -125,6 +125,7 @@ class ErrorAnalysisParams:
     overlap: float = 0.25  # sliding-window overlap in [0, 1)
     window_batch: int = 4  # windows per forward pass
     tta_base: Literal["stretch", "native"] = "stretch"  # canvas at scale 1: model view or image size
+    autocast: Literal["off", "bfloat16", "float16"] = "off"  # mixed-precision forward passes (GPU)
     primary: Literal["single", "multiscale"] = "multiscale"  # mode recorded top-level and submitted
     boundary_bins: tuple[float, ...] = (1, 2, 4, 8, 16, 32)  # distance-to-boundary bin edges (px)
     worst_images: int = 4  # images shown in the worst-images figure

@@ -11,6 +11,18 @@ import pytest
 
 
 @pytest.fixture(scope="session", autouse=True)
+def one_thread_per_worker() -> None:
+    """Under ``pytest -n 2`` on 2 cores, two torch threads per worker fight over the cores
+    (one teacher call: 72 ms with 1 thread, 1.15 s with 2 under load). Kernels and
+    subprocesses started by tests inherit OMP_NUM_THREADS."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ["OMP_NUM_THREADS"] = "1"
+        import torch
+
+        torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session", autouse=True)
 def goose_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     home = tmp_path_factory.mktemp("goose_home")
     old = os.environ.get("GOOSE_SAM3_HOME")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from infer_fakes import ColourModel
 
 from goose_lib.config import DataConfig
 from goose_lib.data.dataset import GooseDataset
@@ -14,7 +15,6 @@ from goose_lib.infer.tta import TTAConfig
 from goose_lib.viz.error_browser import EvalErrorBrowser
 from goose_lib.viz.overlay import from_png
 from goose_lib.viz.widgets import NO_HIGHLIGHT
-from tests.fakes import ColourModel
 
 
 @pytest.fixture(scope="module")

@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from infer_fakes import ColourModel
 
 from goose_lib.config import DataConfig, EvalProtocol
 from goose_lib.data.dataset import GooseDataset
 from goose_lib.infer.evaluate import boundary_distance, evaluate, load_model
 from goose_lib.infer.tta import TTAConfig, count_windows, predict
 from goose_lib.metrics import ConfusionMatrix, compute_scores
-from tests.fakes import ColourModel
 
 MODES = {"single": TTAConfig(), "ms": TTAConfig(mode="multiscale", scales=(0.75, 1.25), flip=True)}
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from infer_fakes import ColourModel
 from PIL import Image
 
 from goose_lib.cli import main
@@ -26,7 +27,6 @@ from goose_lib.infer.submission import (
     zip_predictions,
 )
 from goose_lib.infer.tta import TTAConfig
-from tests.fakes import ColourModel
 
 
 def _png(arr: np.ndarray, mode: str = "L") -> bytes:
@@ -106,6 +106,16 @@ def test_score_equals_evaluate_and_cli(tiny_root: Path, tmp_path: Path, capsys: 
     calls = model.calls
     write_predictions(model, tiny_root, pred_dir, split="val", progress=False)  # resumable: nothing redone
     assert model.calls == calls
+    flipped = tmp_path / "flipped"  # another TTA in the same folder: everything predicted afresh
+    write_predictions(model, tiny_root, flipped, split="val", progress=False)
+    calls = model.calls
+    write_predictions(model, tiny_root, flipped, split="val", tta=TTAConfig(flip=True), progress=False)
+    assert model.calls == calls + 2 * 4  # 4 val images, 2 views each
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(SubmissionError, match="not written by write_predictions"):
+        write_predictions(model, tiny_root, foreign, split="val", progress=False)
     for void in ("ignore_void", "void_as_class"):
         protocol = EvalProtocol(void)
         scores = score_predictions(pred_dir, tiny_root, split="val", protocol=protocol)

@@ -90,6 +90,25 @@ def test_ema_follows_the_trainable_weights_only() -> None:
     torch.testing.assert_close(after[2], before[2] + 0.25)  # 0.75 * old + 0.25 * (old + 1)
 
 
+def test_augmented_draws_do_not_depend_on_worker_processes(tiny_root) -> None:
+    from goose_lib.data.augment import PHOTOMETRIC_PRESETS, GeometryConfig, TrainTransform
+    from goose_lib.data.dataset import GooseDataset
+    from goose_lib.train.sampling import DrawDataset
+
+    base = GooseDataset(tiny_root, "train")
+    draws = DrawDataset(base, TrainTransform(64, GeometryConfig(), PHOTOMETRIC_PRESETS["aggressive"]), seed=5)
+
+    def batches(workers: int) -> list[dict]:
+        sampler = DrawSampler(len(base), batch_size=2, seed=5, start_micro=3)
+        loader = torch.utils.data.DataLoader(draws, batch_size=2, sampler=sampler, num_workers=workers)
+        it = iter(loader)
+        return [next(it) for _ in range(3)]
+
+    for a, b in zip(batches(0), batches(1)):
+        assert torch.equal(a["image"], b["image"]) and torch.equal(a["label"], b["label"])
+        assert a["key"] == b["key"]
+
+
 def test_segmentation_loss_matches_torch_and_handles_all_ignored() -> None:
     torch.manual_seed(0)
     logits = torch.randn(2, 5, 4, 4, requires_grad=True)
@@ -99,7 +118,7 @@ def test_segmentation_loss_matches_torch_and_handles_all_ignored() -> None:
     torch.testing.assert_close(segmentation_loss(logits, label.to(torch.uint8)), ref)
     empty = segmentation_loss(logits, torch.full((2, 4, 4), 255))
     empty.backward()
-    assert float(empty) == 0.0 and torch.count_nonzero(logits.grad) == 0
+    assert float(empty.detach()) == 0.0 and torch.count_nonzero(logits.grad) == 0
     with pytest.raises(ValueError, match="does not match"):
         segmentation_loss(logits, label[:, :2])
 

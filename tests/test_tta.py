@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from infer_fakes import ColourModel, PositionModel
 
 from goose_lib.infer.tta import TTAConfig, count_windows, predict, predict_probs, window_starts
 from goose_lib.models.sam3 import preprocess
-from tests.fakes import ColourModel, PositionModel
 
 COLOURS = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (220, 220, 40), (20, 20, 20), (240, 240, 240)]
 
@@ -145,3 +145,14 @@ def test_upsample_argmax_matches_full_interpolation(smooth: bool) -> None:
         ref = F.interpolate(p[None], size=hw, mode="bilinear", align_corners=False)[0].argmax(0)
         got = _upsample_argmax(p, hw)
         assert got.shape == hw and (got == ref).float().mean() > 0.9999
+
+
+def test_bfloat16_autocast_matches_float32() -> None:
+    model = ColourModel(image_size=32)
+    image = _blocks(48, 64, block=8)
+    cfg = TTAConfig(mode="multiscale", scales=(0.75, 1.5))
+    ref = predict(model, image, cfg)
+    low = predict(model, image, TTAConfig(mode="multiscale", scales=(0.75, 1.5), autocast="bfloat16"))
+    assert (low == ref).mean() > 0.95
+    with pytest.raises(ValueError, match="autocast"):
+        TTAConfig(autocast="int8")

@@ -7,6 +7,7 @@ of the split, mirroring ``images/<split>/<scenario>/<stem>_<camera>.png``; pixel
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import tempfile
@@ -20,8 +21,8 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from goose_lib.config import DataConfig, EvalProtocol
-from goose_lib.io import atomic_write_bytes
+from goose_lib.config import DataConfig, EvalProtocol, to_dict
+from goose_lib.io import atomic_write_bytes, atomic_write_json, read_json
 from goose_lib.metrics import DEFAULT_PROTOCOL, ConfusionMatrix, Scores, compute_scores
 from goose_lib.ontology import Ontology
 
@@ -88,7 +89,7 @@ def _entries(path: Path) -> Iterator[tuple[str, bytes | Path]]:
     """(relative name, bytes or file path) of every file in a zip or folder."""
     if path.is_dir():
         for f in sorted(path.rglob("*")):
-            if f.is_file():
+            if f.is_file() and f.name != MANIFEST:
                 yield f.relative_to(path).as_posix(), f
         return
     try:
@@ -107,7 +108,7 @@ def _raise(path: Path, problems: list[str]) -> None:
         raise SubmissionError(f"{path}: {len(problems)} problem(s):\n  {listed}{more}")
 
 
-def _check(path: Path, expected: dict[str, Expected], num_classes: int, *, want_labels: bool = False,
+def _check(path: Path, expected: dict[str, Expected], num_classes: int, split: str, *,
            progress: bool = False) -> Iterator[tuple[Expected, np.ndarray]]:
     """Validate every entry of ``path`` against ``expected``; yield (expected, prediction) pairs.
 
@@ -127,7 +128,8 @@ def _check(path: Path, expected: dict[str, Expected], num_classes: int, *, want_
         seen.add(name)
         exp = expected.get(name)
         if exp is None:
-            problems.append(f"{where}: unexpected file (no image images/<split>/{name.replace(PRED_SUFFIX, '_<camera>.png')})")
+            problems.append(f"{where}: unexpected file (no image images/{split}/"
+                            f"{name.replace(PRED_SUFFIX, '_<camera>.png')})")
             continue
         arr, err = _decode_prediction(data, where, num_classes)
         if err is not None:
@@ -155,7 +157,7 @@ def validate_submission(path: str | os.PathLike, root: str | os.PathLike, *, spl
     root = resolve_data_root(root)
     expected = expected_predictions(root, split, config=config)
     n_classes = Ontology.load(root).num_classes
-    return sum(1 for _ in _check(Path(path), expected, n_classes, progress=progress))
+    return sum(1 for _ in _check(Path(path), expected, n_classes, split, progress=progress))
 
 
 def score_predictions(pred: str | os.PathLike, root: str | os.PathLike, *, split: str = "val",
@@ -174,7 +176,7 @@ def score_predictions(pred: str | os.PathLike, root: str | os.PathLike, *, split
     if any(e.label is None for e in expected.values()):
         raise SubmissionError(f"{root}: split {split!r} has no labels to score against")
     cm = ConfusionMatrix(ontology.num_classes)
-    for exp, arr in _check(Path(pred), expected, ontology.num_classes, progress=progress):
+    for exp, arr in _check(Path(pred), expected, ontology.num_classes, split, progress=progress):
         assert exp.label is not None
         cm.update(arr, read_label(exp.label, ontology.num_classes), where=str(exp.label))
     return compute_scores(cm.counts, ontology, protocol)
@@ -186,15 +188,42 @@ def _png(arr: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+MANIFEST = ".goose_predictions.json"  # what produced a predictions folder (for safe resuming)
+
+
+def model_fingerprint(model: torch.nn.Module) -> str:
+    """Cheap identity of a model's weights: names, shapes and the first 256 values of every tensor."""
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        h.update(f"{name}{tuple(t.shape)}{t.dtype}".encode())
+        h.update(t.detach().flatten()[:256].float().cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
 def write_predictions(model: torch.nn.Module, root: str | os.PathLike, out_dir: str | os.PathLike, *,
                       split: str = "test", tta: TTAConfig = DEFAULT_TTA, config: DataConfig | None = None,
                       progress: bool = True) -> Path:
-    """Predict every image of ``split`` into ``out_dir`` in the submission layout; resumable
-    (existing predictions are kept, each file is written atomically). Returns ``out_dir``."""
+    """Predict every image of ``split`` into ``out_dir`` in the submission layout. Returns ``out_dir``.
+
+    Resumable: each file is written atomically and ``out_dir/.goose_predictions.json`` records the
+    model fingerprint, TTA and split; a rerun with the same ones keeps existing predictions, one
+    with another model / TTA / split starts afresh. A non-empty folder without that record is
+    refused (it is not ours to overwrite).
+    """
     from goose_lib.data.dataset import read_image
 
     out = Path(out_dir)
     expected = expected_predictions(root, split, config=config)
+    manifest = {"model": model_fingerprint(model), "tta": to_dict(tta), "split": split}
+    record = out / MANIFEST
+    if record.is_file():
+        if read_json(record) != manifest:
+            for f in out.rglob(f"*{PRED_SUFFIX}"):
+                f.unlink()
+    elif out.exists() and any(out.iterdir()):
+        raise SubmissionError(f"{out}: folder exists and was not written by write_predictions; "
+                              f"remove it or choose another folder")
+    atomic_write_json(record, manifest)
     was_training = model.training
     model.eval()
     try:

@@ -18,7 +18,8 @@ The model takes float (B, 3, S, S) in [-1, 1] (``model.image_size == S``) and re
   same result as ``"single"``.
 
 Memory: windows go through the model ``window_batch`` at a time; besides them, one canvas of
-C x canvas pixels (float32) and the C x H x W output are held.
+C x canvas pixels (float32) and C x working-resolution probabilities are held.
+:func:`predict_probs` returns C x H x W; :func:`predict` (the label map) never builds it.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class TTAConfig:
     window_batch: int = 4  # windows per forward pass (bounds memory)
     mode: TTAMode = "single"
     base: CanvasBase = "stretch"  # canvas at scale 1: "stretch" = S x S, "native" = H x W
+    autocast: Literal["off", "bfloat16", "float16"] = "off"  # mixed-precision forward passes (GPU)
 
     def __post_init__(self) -> None:
         if not self.scales or any(not (s > 0) for s in self.scales):
@@ -58,6 +60,8 @@ class TTAConfig:
             raise ValueError(f"window_batch must be >= 1, got {self.window_batch}")
         if self.mode not in ("single", "multiscale"):
             raise ValueError(f"mode must be 'single' or 'multiscale', got {self.mode!r}")
+        if self.autocast not in ("off", "bfloat16", "float16"):
+            raise ValueError(f"autocast must be 'off', 'bfloat16' or 'float16', got {self.autocast!r}")
         if self.base not in ("stretch", "native"):
             raise ValueError(f"base must be 'stretch' or 'native', got {self.base!r}")
 
@@ -138,8 +142,13 @@ def _resize(p: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(p, size=size, mode="bilinear", align_corners=False)
 
 
-def _forward(model: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
-    out = model(batch)
+def _forward(model: torch.nn.Module, batch: torch.Tensor, cfg: TTAConfig) -> torch.Tensor:
+    """Model logits as float32; under autocast only inside this call when ``cfg.autocast`` is set."""
+    if cfg.autocast == "off":
+        out = model(batch)
+    else:
+        with torch.autocast(batch.device.type, dtype=getattr(torch, cfg.autocast)):
+            out = model(batch)
     if out.ndim != 4 or out.shape[0] != batch.shape[0] or tuple(out.shape[-2:]) != tuple(batch.shape[-2:]):
         raise ValueError(f"model returned shape {tuple(out.shape)} for input {tuple(batch.shape)}; "
                          f"expected (B, C, S, S) logits")
@@ -150,6 +159,10 @@ def _canvas_logits(model: torch.nn.Module, canvas: torch.Tensor, size: int, cfg:
     """Average of overlapping window logits over a (1,3,h,w) normalised canvas -> (1,C,h,w)."""
     _, _, h, w = canvas.shape
     boxes = [(y, x) for y in window_starts(h, size, cfg.overlap) for x in window_starts(w, size, cfg.overlap)]
+    if len(boxes) == 1:  # one window: pad to S x S if needed, crop the logits back
+        if (h, w) == (size, size):
+            return _forward(model, canvas, cfg)
+        return _forward(model, F.pad(canvas, (0, size - w, 0, size - h)), cfg)[:, :, :h, :w]
     acc: torch.Tensor | None = None
     count = torch.zeros((1, 1, h, w), device=canvas.device)
     for i in range(0, len(boxes), cfg.window_batch):
@@ -158,7 +171,7 @@ def _canvas_logits(model: torch.nn.Module, canvas: torch.Tensor, size: int, cfg:
         for j, (y, x) in enumerate(chunk):
             crop = canvas[0, :, y:y + size, x:x + size]
             batch[j, :, :crop.shape[1], :crop.shape[2]] = crop
-        logits = _forward(model, batch)
+        logits = _forward(model, batch, cfg)
         if acc is None:
             acc = torch.zeros((1, logits.shape[1], h, w), device=canvas.device)
         for j, (y, x) in enumerate(chunk):
@@ -166,14 +179,15 @@ def _canvas_logits(model: torch.nn.Module, canvas: torch.Tensor, size: int, cfg:
             acc[0, :, y:y + hh, x:x + ww] += logits[j, :, :hh, :ww]
             count[0, :, y:y + hh, x:x + ww] += 1
     assert acc is not None
-    return acc / count
+    return acc.div_(count)
 
 
 def _low_res_probs(model: torch.nn.Module, image: np.ndarray | torch.Tensor, cfg: TTAConfig,
-                   shared: dict[bool, torch.Tensor] | None = None) -> tuple[torch.Tensor, tuple[int, int]]:
+                   shared: dict[tuple[bool, str], torch.Tensor] | None = None
+                   ) -> tuple[torch.Tensor, tuple[int, int]]:
     """Averaged probabilities (1, C, h, w) at the working resolution, and the image's (H, W).
 
-    ``shared``: {flip: probabilities of the stretched S x S view}; that view (single mode, and
+    ``shared``: {(flip, autocast): probabilities of the stretched S x S view}; that view (single mode, and
     scale 1 of multiscale with base "stretch") is one identical forward pass in every mode, so
     modes predicting the same image with one ``shared`` dict run it once.
     """
@@ -190,17 +204,18 @@ def _low_res_probs(model: torch.nn.Module, image: np.ndarray | torch.Tensor, cfg
     total: torch.Tensor | None = None
     for canvas_hw in canvases:
         for flip in views:
-            if shared is not None and canvas_hw == (size, size) and flip in shared:
-                probs = shared[flip]
+            key = (flip, cfg.autocast)
+            if shared is not None and canvas_hw == (size, size) and key in shared:
+                probs = shared[key]
             else:
                 canvas = _resize_normalise(x.flip(-1) if flip else x, canvas_hw)
                 if cfg.mode == "single":
-                    logits = _forward(model, canvas)
+                    logits = _forward(model, canvas, cfg)
                 else:
                     logits = _canvas_logits(model, canvas, size, cfg)
                 probs = logits.softmax(dim=1)
                 if shared is not None and canvas_hw == (size, size):
-                    shared[flip] = probs
+                    shared[key] = probs
             probs = _resize(probs.flip(-1) if flip else probs, work)
             total = probs.clone() if total is None else total.add_(probs)
     assert total is not None
@@ -284,7 +299,7 @@ def _upsample_argmax_separable(p: torch.Tensor, hw: tuple[int, int], chunk: int 
 
 @torch.no_grad()
 def predict(model: torch.nn.Module, image: np.ndarray | torch.Tensor, cfg: TTAConfig = DEFAULT_TTA, *,
-            shared: dict[bool, torch.Tensor] | None = None) -> np.ndarray:
+            shared: dict[tuple[bool, str], torch.Tensor] | None = None) -> np.ndarray:
     """HxW uint8 class-id map: the argmax of :func:`predict_probs`, computed without the C x H x W
     probabilities (only pixels on low-resolution label boundaries are interpolated).
 

@@ -19,7 +19,7 @@ def segmentation_loss(logits: torch.Tensor, label: torch.Tensor, *, ignore_index
     """
     if label.shape != logits.shape[:1] + logits.shape[2:]:
         raise ValueError(f"label shape {tuple(label.shape)} does not match logits {tuple(logits.shape)}")
-    per_pixel = F.cross_entropy(logits.float(), label.long(), ignore_index=ignore_index,
-                                reduction="none", label_smoothing=label_smoothing)
+    total = F.cross_entropy(logits.float(), label.long(), ignore_index=ignore_index,
+                            reduction="sum", label_smoothing=label_smoothing)
     count = (label != ignore_index).sum()
-    return per_pixel.sum() / count.clamp_min(1)
+    return total / count.clamp_min(1)

@@ -12,7 +12,6 @@ from tqdm.auto import tqdm
 from goose_lib.config import EvalProtocol
 from goose_lib.data.dataset import GooseDataset, read_label
 from goose_lib.metrics import ConfusionMatrix, compute_scores
-from goose_lib.ontology import IGNORE_INDEX
 
 
 def majority_baseline(cfg: Any, *, protocol: EvalProtocol | None = None, progress: bool = True) -> dict[str, Any]:
@@ -51,5 +50,3 @@ def class_iou_table(results: dict[str, dict[str, Any]], ontology: Any) -> pd.Dat
     table.insert(0, "name", [ontology.classes[i].name for i in table.index])
     return table
 
-
-__all__ = ["IGNORE_INDEX", "class_iou_table", "majority_baseline"]
