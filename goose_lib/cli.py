@@ -58,6 +58,8 @@ def _summarise(results: dict) -> int:
         bad += outcome not in ("ok", "cached")
         err = f"  {rec['error']}" if rec.get("error") and outcome not in ("ok", "cached") else ""
         print(f"{outcome:8s} {name}{err}")
+        for warning in rec.get("warnings", []) if outcome == "ok" else []:
+            print(f"         warning: {warning}")
     return 1 if bad else 0
 
 

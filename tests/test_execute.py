@@ -128,3 +128,18 @@ def test_html_references_static_relatively(tmp_path: Path) -> None:
         page = html_mod.HtmlReporter().render(nb, tmp_path / "r" / "a" / "b" / "report.html",
                                               tmp_path / "r" / "_static")
     assert '<script src="../../_static/require.js">' in page
+
+
+def test_figures_shown_as_text_are_detected() -> None:
+    from nbformat.v4 import new_code_cell, new_notebook, new_output
+
+    from goose_lib.reports.execute import figure_text_outputs
+
+    nb = new_notebook(cells=[
+        new_code_cell("fig", outputs=[new_output("execute_result", {"text/plain": "<Figure size 640x480 with 1 Axes>"},
+                                                 execution_count=1)]),
+        new_code_cell("fig", outputs=[new_output("display_data", {"text/plain": "<Figure size 640x480 with 1 Axes>",
+                                                                  "image/png": "iVBORw0KGgo="})]),
+        new_code_cell("1", outputs=[new_output("execute_result", {"text/plain": "1"}, execution_count=2)]),
+    ])
+    assert figure_text_outputs(nb) == 1

@@ -171,6 +171,20 @@ def _cells_seconds(nb: Any) -> float:
                      for c in nb.cells if c.cell_type == "code"))
 
 
+def figure_text_outputs(nb: Any) -> int:
+    """How many outputs show a matplotlib figure as text (``<Figure size ...>`` without an image):
+    the notebook displays ``Figure`` objects without ``%matplotlib inline``."""
+    count = 0
+    for cell in nb.cells:
+        for out in cell.get("outputs", []) if cell.cell_type == "code" else []:
+            data = out.get("data", {})
+            text = data.get("text/plain", "")
+            text = "".join(text) if isinstance(text, list) else text
+            if text.startswith("<Figure size") and "image/png" not in data:
+                count += 1
+    return count
+
+
 def execute_run(notebook: Path, run_dir: str | os.PathLike, params: Mapping[str, Any], *,
                 key: str | None = None, inputs: Mapping[str, Any] | None = None,
                 html: HtmlReporter | None = None, static_dir: str | os.PathLike | None = None,
@@ -222,6 +236,9 @@ def execute_run(notebook: Path, run_dir: str | os.PathLike, params: Mapping[str,
         nb = nbformat.read(run_dir / NOTEBOOK_FILE, as_version=4)
     if nb is not None:
         cells_s = _cells_seconds(nb)
+        if n_text := figure_text_outputs(nb):
+            record["warnings"] = [(f"{n_text} figure(s) shown as text (<Figure size ...>): the notebook "
+                                  f"needs `%matplotlib inline` before displaying Figure objects")]
         static = Path(static_dir) if static_dir is not None else run_dir.parent / STATIC_DIR
         try:
             (html or reporter()).write(nb, run_dir / HTML_FILE, static)

@@ -65,7 +65,8 @@ def collect_runs(reports_dir: str | os.PathLike) -> list[dict[str, Any]]:
                    if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
         ciou = metrics.get("class_iou")
         runs.append({
-            "name": d.name, "status": record.get("status"), "error": record.get("error"),
+            "name": d.name, "status": record.get("status"),
+            "error": "; ".join(filter(None, [record.get("error"), *record.get("warnings", [])])) or None,
             "notebook": record.get("notebook") or Path(params.get("notebook", "?")).stem,
             "metrics": numeric, "class_iou": ciou if isinstance(ciou, list) else None,
             "params": params.get("params", {}), "seed": prov.get("seed"),
