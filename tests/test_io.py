@@ -39,3 +39,15 @@ def test_read_json_names_file(tmp_path: Path) -> None:
     (tmp_path / "bad.json").write_text("{nope")
     with pytest.raises(ValueError, match="bad.json: not valid JSON"):
         io.read_json(tmp_path / "bad.json")
+
+
+def test_atomic_files_get_normal_permissions(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    mask = os.umask(0o022)
+    try:
+        p = io.atomic_write_text(tmp_path / "r.txt", "x")
+    finally:
+        os.umask(mask)
+    assert stat.S_IMODE(p.stat().st_mode) == 0o644
