@@ -3,7 +3,6 @@ whose recorded numbers are checked against the label files read directly."""
 
 from __future__ import annotations
 
-import ast
 import base64
 import io
 import json
@@ -15,37 +14,13 @@ import pytest
 from PIL import Image
 
 from goose_lib.config import ParameterError, validate
-from goose_lib.params import NOTEBOOK_PARAMS, ExplorationParams
+from goose_lib.params import ExplorationParams
 from goose_lib.paths import repo_root
 
 NOTEBOOK = repo_root() / "notebooks" / "01_data_exploration.ipynb"
 
 
-def _parameters_cell(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
-    cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
-    assert len(cells) == 1
-    return cells[0]
 
-
-def test_notebook_is_committed_clean_and_thin() -> None:
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    assert nb.metadata["kernelspec"]["name"] == "python3"
-    code = [c for c in nb.cells if c.cell_type == "code"]
-    assert all(not c.outputs and c.execution_count is None for c in code)
-    for cell in code:
-        src = "\n".join(line for line in cell.source.splitlines() if not line.startswith("%"))
-        assert not any(isinstance(n, (ast.FunctionDef, ast.ClassDef, ast.Lambda)) for n in ast.walk(ast.parse(src)))
-    assert sum(c.cell_type == "markdown" and c.source.startswith("## ") for c in nb.cells) >= 5
-    # the parameters cell: literals only, one comment each, names == ExplorationParams fields
-    params = _parameters_cell(nb)
-    lines = [line for line in params.source.splitlines() if line.strip()]
-    assert all("#" in line for line in lines)
-    tree = ast.parse(params.source)
-    assert all(isinstance(n, ast.Assign) for n in tree.body)
-    values = {n.targets[0].id: ast.literal_eval(n.value) for n in tree.body}
-    assert validate(ExplorationParams, values) == ExplorationParams()
-    assert "validate_namespace(ExplorationParams, globals())" in nb.cells[nb.cells.index(params) + 1].source
-    assert NOTEBOOK_PARAMS["01_data_exploration"] is ExplorationParams
 
 
 @pytest.mark.parametrize("bad, match", [

@@ -3,43 +3,17 @@ recorded numbers are checked against the run's own checkpoint and log."""
 
 from __future__ import annotations
 
-import ast
 import json
 from pathlib import Path
 
-import nbformat
 import pytest
 
-from goose_lib.config import validate
-from goose_lib.params import NOTEBOOK_PARAMS, TrainingParams
 from goose_lib.paths import repo_root
 
 NOTEBOOK = repo_root() / "notebooks" / "03_training.ipynb"
 
 
-def _parameters_cell(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
-    cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
-    assert len(cells) == 1
-    return cells[0]
 
-
-def test_notebook_is_committed_clean_and_thin() -> None:
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    assert nb.metadata["kernelspec"]["name"] == "python3"
-    code = [c for c in nb.cells if c.cell_type == "code"]
-    assert all(not c.outputs and c.execution_count is None for c in code)
-    for cell in code:
-        tree = ast.parse(cell.source)
-        assert not any(isinstance(n, (ast.FunctionDef, ast.ClassDef, ast.Lambda)) for n in ast.walk(tree))
-    assert sum(c.cell_type == "markdown" and c.source.startswith("## ") for c in nb.cells) >= 5
-    params = _parameters_cell(nb)
-    assert all("#" in line for line in params.source.splitlines() if line.strip())
-    tree = ast.parse(params.source)
-    assert all(isinstance(n, ast.Assign) for n in tree.body)
-    values = {n.targets[0].id: ast.literal_eval(n.value) for n in tree.body}
-    assert validate(TrainingParams, values) == TrainingParams()  # the cell shows the library defaults
-    assert "validate_namespace(TrainingParams, globals())" in nb.cells[nb.cells.index(params) + 1].source
-    assert NOTEBOOK_PARAMS["03_training"] is TrainingParams
 
 
 @pytest.mark.slow

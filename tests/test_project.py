@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
-import tomllib
 from pathlib import Path
 
+import tomllib
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def _readme_commands() -> list[str]:
     text = (ROOT / "README.md").read_text()
-    block = re.search(r"```bash\n(.*?)```", text, re.S)
+    block = re.search(r"```bash\n(.*?)```", text, re.DOTALL)
     assert block, "README must open with a bash block of commands"
     return [line.split("#")[0].strip() for line in block.group(1).splitlines() if line.strip()]
 
@@ -28,7 +28,7 @@ def test_readme_opens_with_demo_and_test_commands() -> None:
 def test_ci_runs_the_readme_test_command() -> None:
     ci = (ROOT / ".ci" / "run").read_text()
     test_cmd = _readme_commands()[1]
-    assert re.search(rf"^{re.escape(test_cmd)}\s*$", ci, re.M), ".ci/run must call the README's test command"
+    assert re.search(rf"^{re.escape(test_cmd)}\s*$", ci, re.MULTILINE), ".ci/run must call the README's test command"
 
 
 def test_makefile_installs_torch_pin_before_project() -> None:
