@@ -66,7 +66,8 @@ def preprocess(images: Any, size: int, *, device: str | torch.device = "cpu") ->
         if images.dtype != np.uint8 or images.ndim not in (3, 4) or images.shape[-1] != 3:
             raise ValueError(f"preprocess: expected HxWx3 or BxHxWx3 uint8 RGB, got {images.dtype} "
                              f"array of shape {images.shape}")
-        x = torch.from_numpy(np.ascontiguousarray(images))
+        # read-only arrays (e.g. views of decoded PNGs) are copied: torch warns on non-writable memory
+        x = torch.from_numpy(np.require(images, requirements=("C", "W")))
         x = (x[None] if x.ndim == 3 else x).permute(0, 3, 1, 2)
     elif isinstance(images, torch.Tensor):
         x = images[None] if images.ndim == 3 else images
