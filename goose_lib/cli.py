@@ -277,13 +277,9 @@ def _cmd_stats(args: argparse.Namespace) -> int:
     elif args.root is None:
         raise CommandError("stats: give ROOT, or --merge FILE.npz ...")
     else:
-        shard = None
-        if args.shard:
-            try:
-                i, n = (int(x) for x in args.shard.split("/"))
-            except ValueError:
-                raise CommandError(f"stats: --shard must look like I/N, got {args.shard!r}") from None
-            shard = (i, n)
+        from goose_lib.config import parse_shard
+
+        shard = parse_shard(args.shard) if args.shard else None
         root = args.root
         stats = compute_stats(root, args.split, config=_data_config(args, args.skip_bad), workers=args.workers,
                               use_cache=not args.no_cache, shard=shard)
@@ -412,6 +408,35 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"{what}; {len(dataset)} images of {args.split}")
         _print_scores({n: s.to_dict() for n, s in result.scores.items()})
         print(f"wrote {paths['summary']}")
+    return 0
+
+
+def _add_predict(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("predict", help="write predictions of a split in the submission layout (resumable, "
+                                       "shardable); score them with `goose score`")
+    p.add_argument("checkpoint", help='student checkpoint folder, a training run folder, or "untrained"')
+    p.add_argument("root", help='GOOSE root, or "embedded"')
+    p.add_argument("--split", default="val")
+    p.add_argument("--out", required=True, help="predictions folder (<scenario>/<stem>_labelids.png)")
+    p.add_argument("--shard", metavar="I/N", help="only images I::N (a cluster job array's share; all shards "
+                                                  "may write into the same --out)")
+    _add_tta_args(p)
+    p.set_defaults(func=_cmd_predict)
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from goose_lib.config import parse_shard
+    from goose_lib.infer.evaluate import load_model
+    from goose_lib.infer.submission import write_predictions
+
+    modes = _tta_modes(args)
+    tta = modes.get("multiscale", modes["single"])
+    model, what = load_model("" if args.checkpoint == "untrained" else args.checkpoint, device=args.device)
+    shard = parse_shard(args.shard) if args.shard else None
+    out = write_predictions(model, args.root, args.out, split=args.split, tta=tta, shard=shard,
+                            progress=not args.no_progress)
+    print(f"predictions of split {args.split} ({tta.name}; {what}) in {out}"
+          + (f" (shard {args.shard})" if shard else ""))
     return 0
 
 
@@ -602,7 +627,7 @@ def _cmd_teacher(args: argparse.Namespace) -> int:
 
 VERBS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_demo, _add_synth, _add_tiny_sam3, _add_check, _add_stats, _add_score, _add_run,
-    _add_ablate, _add_train, _add_teacher, _add_evaluate, _add_submit, _add_vendor,
+    _add_ablate, _add_train, _add_teacher, _add_evaluate, _add_predict, _add_submit, _add_vendor,
 )
 
 

@@ -113,6 +113,17 @@ def validate_namespace(cls: type[T], namespace: Mapping[str, Any]) -> T:
     return validate(cls, {k: v for k, v in namespace.items() if k in names})
 
 
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"i/n"`` (0 <= i < n) -> (i, n): the share of a cluster job array's task i of n."""
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise ValueError(f"{text!r}: shard must look like I/N, e.g. 0/4") from None
+    if not 0 <= i < n:
+        raise ValueError(f"{text!r}: shard index must satisfy 0 <= I < N")
+    return i, n
+
+
 def to_dict(obj: Any) -> dict[str, Any]:
     """A dataclass as a JSON-ready dict (tuples become lists)."""
     def conv(v: Any) -> Any:

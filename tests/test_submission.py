@@ -170,3 +170,28 @@ def test_cli_evaluate_and_submit_with_a_student_checkpoint(tiny_root: Path, tiny
     assert validate_submission(out, tiny_root) == 3
     shutil.rmtree(ckpt)
     assert main(["submit", str(ckpt), str(tiny_root), "--out", str(out)]) == 2
+
+
+def test_sharded_predictions_cover_the_split_once(tiny_root: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture) -> None:
+    """Job-array shards write disjoint images into one folder; their union scores like one pass."""
+    model = ColourModel(image_size=32, num_classes=64)
+    out = tmp_path / "pred"
+    write_predictions(model, tiny_root, out, split="val", shard=(0, 2), progress=False)
+    first = sorted(p.relative_to(out) for p in out.rglob("*_labelids.png"))
+    assert len(first) == 2  # images 0 and 2 of the 4 val images
+    with pytest.raises(SubmissionError, match="no prediction"):
+        score_predictions(out, tiny_root, split="val")
+    calls = model.calls
+    write_predictions(model, tiny_root, out, split="val", shard=(1, 2), progress=False)
+    assert model.calls == calls + 2
+    whole = write_predictions(model, tiny_root, tmp_path / "whole", split="val", progress=False)
+    assert sorted(p.relative_to(out) for p in out.rglob("*_labelids.png")) == \
+        sorted(p.relative_to(whole) for p in whole.rglob("*_labelids.png"))
+    np.testing.assert_array_equal(score_predictions(out, tiny_root, split="val").class_iou,
+                                  score_predictions(whole, tiny_root, split="val").class_iou)
+    assert main(["predict", "untrained", str(tiny_root), "--split", "val", "--out", str(tmp_path / "cli"),
+                 "--shard", "1/2", "--no-progress"]) == 0
+    assert len(list((tmp_path / "cli").rglob("*_labelids.png"))) == 2
+    assert main(["predict", "untrained", str(tiny_root), "--out", str(tmp_path / "x"), "--shard", "2/2"]) == 2
+    assert "shard index" in capsys.readouterr().err

@@ -202,8 +202,11 @@ def model_fingerprint(model: torch.nn.Module) -> str:
 
 def write_predictions(model: torch.nn.Module, root: str | os.PathLike, out_dir: str | os.PathLike, *,
                       split: str = "test", tta: TTAConfig = DEFAULT_TTA, config: DataConfig | None = None,
-                      progress: bool = True) -> Path:
+                      shard: tuple[int, int] | None = None, progress: bool = True) -> Path:
     """Predict every image of ``split`` into ``out_dir`` in the submission layout. Returns ``out_dir``.
+
+    ``shard=(i, n)`` predicts only images i, i+n, ... (sorted order), so the tasks of a cluster
+    job array can share one ``out_dir``; score the union with :func:`score_predictions`.
 
     Resumable: each file is written atomically and ``out_dir/.goose_predictions.json`` records the
     model fingerprint, TTA and split; a rerun with the same ones keeps existing predictions, one
@@ -220,14 +223,18 @@ def write_predictions(model: torch.nn.Module, root: str | os.PathLike, out_dir: 
         if read_json(record) != manifest:
             for f in out.rglob(f"*{PRED_SUFFIX}"):
                 f.unlink()
-    elif out.exists() and any(out.iterdir()):
+    elif out.exists() and any(MANIFEST not in p.name for p in out.iterdir()):  # another shard's record
+        # being written (its temporary file) does not make the folder foreign
         raise SubmissionError(f"{out}: folder exists and was not written by write_predictions; "
                               f"remove it or choose another folder")
     atomic_write_json(record, manifest)
     was_training = model.training
     model.eval()
     try:
-        for name, exp in tqdm(expected.items(), desc=f"predict {split}", disable=not progress):
+        items = list(expected.items())
+        if shard is not None:
+            items = items[shard[0]::shard[1]]
+        for name, exp in tqdm(items, desc=f"predict {split}", disable=not progress):
             target = out / name
             if target.is_file():
                 continue

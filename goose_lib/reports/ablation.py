@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from goose_lib.config import parse_shard  # noqa: F401 - part of the runner's API (--shard)
 from goose_lib.io import atomic_write_json, sha256_file, sha256_json
 from goose_lib.reports import provenance
 from goose_lib.reports.execute import (
@@ -41,17 +42,6 @@ from goose_lib.reports.kernels import KernelPool
 from goose_lib.reports.spec import AblationSpec, Run, resolve_params
 
 OK, FAILED, SKIPPED, CACHED, BLOCKED = "ok", "failed", "skipped", "cached", "blocked"
-
-
-def parse_shard(text: str) -> tuple[int, int]:
-    """``"i/n"`` (0 <= i < n) -> (i, n)."""
-    try:
-        i, n = (int(x) for x in text.split("/"))
-    except ValueError:
-        raise ValueError(f"{text!r}: shard must look like I/N, e.g. 0/4") from None
-    if not 0 <= i < n:
-        raise ValueError(f"{text!r}: shard index must satisfy 0 <= I < N")
-    return i, n
 
 
 def select_runs(spec: AblationSpec, *, shard: tuple[int, int] | None = None,
