@@ -182,3 +182,19 @@ def test_unknown_protocol_and_class_count(onto: Ontology) -> None:
         compute_scores(np.zeros((4, 4), np.int64), onto)
     s = compute_scores(np.zeros((64, 64), np.int64), onto)
     assert np.isnan(s.miou) and np.isnan(s.composite) and len(s.excluded_classes) == 64
+
+
+@pytest.mark.parametrize("k", [2, 64, 128, 129, 255])
+def test_counts_match_a_dense_reference_on_both_bincount_paths(k: int) -> None:
+    """K <= 128 counts through torch's int16 bincount, larger K through numpy's; both equal a
+    plain np.add.at reference, ignore label 255 included."""
+    rng = np.random.default_rng(k)
+    label = rng.integers(0, k, (37, 53)).astype(np.uint8)
+    label[rng.random(label.shape) < 0.1] = 255
+    pred = rng.integers(0, k, (37, 53)).astype(np.uint8)
+    ref = np.zeros((k, k), dtype=np.int64)
+    keep = label != 255
+    np.add.at(ref, (label[keep].astype(int), pred[keep].astype(int)), 1)
+    cm = ConfusionMatrix(k)
+    cm.update(pred, label)
+    np.testing.assert_array_equal(cm.counts, ref)
