@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from goose_lib.train.config import TrainConfig
+
 # Each notebook owner adds its dataclass below and registers it in NOTEBOOK_PARAMS.
 
 
@@ -46,68 +48,12 @@ class ExplorationParams:
 
 
 @dataclass(frozen=True)
-class TrainingParams:
-    """notebooks/03_training.ipynb: every field of ``goose_lib.train.loop.TrainConfig`` (same names and
-    defaults; a test keeps them in step) plus where the notebook writes. Validated again as a
-    TrainConfig by ``goose_lib.train.loop.config_from_params``."""
+class TrainingParams(TrainConfig):
+    """notebooks/03_training.ipynb: every field of :class:`goose_lib.train.config.TrainConfig` (same
+    names, defaults and validation: it is a subclass) plus where the notebook writes."""
 
     out_dir: str = "."  # run folder: metrics.jsonl, checkpoints/, figures
     progress: bool = True  # progress bars
-    # data
-    data_root: str = "embedded"  # "embedded" or a GOOSE root
-    train_split: str = "train"
-    val_split: str = "val"
-    train_limit: int | None = None  # first N training samples; None = all
-    val_limit: int | None = None  # first N validation samples; None = all
-    exclude_scenarios: tuple[str, ...] = ()
-    # student (goose_lib.models.student.StudentConfig)
-    checkpoint: str = "embedded"  # SAM3 folder or "embedded" (tiny random SAM3)
-    decoder: Literal["fpn", "upernet"] = "fpn"
-    frozen_layers: int = 0  # lower encoder layers kept frozen (tiny random encoder: 0; real SAM3: 24 of 32)
-    decoder_channels: int = 32  # decoder width (real model: 256)
-    dropout: float = 0.1  # dropout before the classifier
-    grad_checkpointing: bool = False  # recompute trainable ViT layers in backward (less memory)
-    # augmentation (goose_lib.data.augment)
-    photometric: Literal["off", "standard", "aggressive"] = "aggressive"
-    brightness_delta: float | None = None  # None = the preset's value
-    contrast_range: tuple[float, float] | None = None
-    saturation_range: tuple[float, float] | None = None
-    hue_delta: float | None = None  # OpenCV hue units (1 = 2 degrees)
-    photometric_prob: float | None = None
-    scale_range: tuple[float, float] = (0.75, 1.5)  # real model: (0.5, 2.0)
-    base_short_side: int = 0  # 0 = the image's own size
-    crop_size: int = 0  # 0 = the model input size
-    flip_prob: float = 0.5
-    cat_max_ratio: float = 1.0  # < 1: re-draw crops dominated by one class (mmseg: 0.75)
-    # optimisation
-    batch_size: int = 4  # per process and micro-step
-    accumulation: int = 1  # micro-steps per optimizer step
-    steps: int = 200  # optimizer steps
-    lr: float = 3e-3  # peak lr of the top layer and the decoder (real model: 1e-4)
-    layer_decay: float = 0.9
-    weight_decay: float = 0.05
-    warmup_steps: int = 10
-    poly_power: float = 1.0
-    min_lr_ratio: float = 0.0
-    grad_clip: float = 0.0  # max gradient norm; 0 = off
-    label_smoothing: float = 0.0
-    ema: float = 0.0  # EMA decay of the weights (e.g. 0.999); 0 = off
-    repeat_threshold: float = 0.0  # LVIS repeat-factor threshold; 0 = uniform sampling
-    amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
-    # bookkeeping
-    val_interval: int = 50  # steps between validations; 0 = only at the end
-    checkpoint_interval: int = 100  # steps between checkpoints (also written at the end)
-    keep_checkpoints: int = 2
-    log_interval: int = 10
-    seed: int = 0
-    device: str = "auto"
-    num_workers: int = 0  # DataLoader worker processes
-    # distillation (goose_lib.train.distill)
-    distill_mode: Literal["off", "soft", "replace"] = "off"
-    distill_weight: float = 1.0
-    distill_classes: tuple[int, ...] = ()  # class ids; () = take them from distill_selection
-    distill_selection: str = ""  # selection JSON of the teacher notebook ({"classes": [...]}); "" = none
-    teacher_cache: str = ""  # teacher cache folder; "" = none
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,117 @@
+"""The parameters of a training run (:class:`TrainConfig`), torch-free so that the notebook's
+parameter class and the ``goose train`` options can be built without importing the training stack
+(``goose --help`` stays instant). The loop itself is :mod:`goose_lib.train.loop`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+from goose_lib.config import DataConfig
+
+if TYPE_CHECKING:
+    from goose_lib.data.augment import GeometryConfig, PhotometricConfig
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every parameter of a training run.
+
+    Defaults are sized for the embedded tiny model on 2 CPU cores (~1-1.5 minutes; its encoder is
+    random, so nothing is frozen). For the real SAM3 encoder on a GPU use e.g. ``frozen_layers=24``,
+    ``decoder_channels=256``, ``crop_size=1008``, ``scale_range=(0.5, 2.0)``, ``lr=1e-4``,
+    ``steps=40000``, ``batch_size=2`` x ``accumulation=4`` per GPU, ``ema=0.9995``, ``warmup_steps=1500``.
+    """
+
+    # data
+    data_root: str = "embedded"  # "embedded" or a GOOSE root
+    train_split: str = "train"
+    val_split: str = "val"
+    train_limit: int | None = None  # first N training samples; None = all
+    val_limit: int | None = None  # first N validation samples; None = all
+    exclude_scenarios: tuple[str, ...] = ()
+    # student (goose_lib.models.student.StudentConfig)
+    checkpoint: str = "embedded"  # SAM3 folder or "embedded" (tiny random SAM3)
+    decoder: Literal["fpn", "upernet"] = "fpn"
+    frozen_layers: int = 0  # lower encoder layers kept frozen (tiny random encoder: 0; real SAM3: 24 of 32)
+    decoder_channels: int = 32  # decoder width (real model: 256)
+    dropout: float = 0.1  # dropout before the classifier
+    grad_checkpointing: bool = False  # recompute trainable ViT layers in backward (less memory)
+    # augmentation (goose_lib.data.augment)
+    photometric: Literal["off", "standard", "aggressive"] = "aggressive"
+    brightness_delta: float | None = None  # None = the preset's value
+    contrast_range: tuple[float, float] | None = None
+    saturation_range: tuple[float, float] | None = None
+    hue_delta: float | None = None  # OpenCV hue units (1 = 2 degrees)
+    photometric_prob: float | None = None
+    scale_range: tuple[float, float] = (0.75, 1.5)  # real model: (0.5, 2.0)
+    base_short_side: int = 0  # 0 = the image's own size
+    crop_size: int = 0  # 0 = the model input size
+    flip_prob: float = 0.5
+    cat_max_ratio: float = 1.0  # < 1: re-draw crops dominated by one class (mmseg: 0.75)
+    # optimisation
+    batch_size: int = 4  # per process and micro-step
+    accumulation: int = 1  # micro-steps per optimizer step
+    steps: int = 200  # optimizer steps
+    lr: float = 3e-3  # peak lr of the top layer and the decoder (real model: 1e-4)
+    layer_decay: float = 0.9
+    weight_decay: float = 0.05
+    warmup_steps: int = 10
+    poly_power: float = 1.0
+    min_lr_ratio: float = 0.0
+    grad_clip: float = 0.0  # max gradient norm; 0 = off
+    label_smoothing: float = 0.0
+    ema: float = 0.0  # EMA decay of the weights (e.g. 0.999); 0 = off
+    repeat_threshold: float = 0.0  # LVIS repeat-factor threshold; 0 = uniform sampling
+    amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
+    # bookkeeping
+    val_interval: int = 50  # steps between validations; 0 = only at the end
+    checkpoint_interval: int = 100  # steps between checkpoints (also written at the end)
+    keep_checkpoints: int = 2
+    log_interval: int = 10
+    seed: int = 0
+    device: str = "auto"
+    num_workers: int = 0  # DataLoader worker processes
+    # distillation (goose_lib.train.distill)
+    distill_mode: Literal["off", "soft", "replace"] = "off"
+    distill_weight: float = 1.0
+    distill_classes: tuple[int, ...] = ()  # class ids; () = take them from distill_selection
+    distill_selection: str = ""  # selection JSON of the teacher notebook ({"classes": [...]}); "" = none
+    teacher_cache: str = ""  # teacher cache folder; "" = none
+
+    def __post_init__(self) -> None:
+        positive = ("batch_size", "accumulation", "steps", "keep_checkpoints", "log_interval")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("warmup_steps", "val_interval", "checkpoint_interval", "num_workers", "seed",
+                     "frozen_layers"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not self.lr > 0 or self.weight_decay < 0 or not 0 < self.layer_decay <= 1:
+            raise ValueError("need lr > 0, weight_decay >= 0 and 0 < layer_decay <= 1")
+        if not 0 <= self.ema < 1:
+            raise ValueError(f"ema must be in [0, 1), got {self.ema}")
+        if not 0 <= self.min_lr_ratio <= 1 or self.poly_power <= 0 or self.grad_clip < 0:
+            raise ValueError("need 0 <= min_lr_ratio <= 1, poly_power > 0 and grad_clip >= 0")
+        if self.distill_weight < 0 or any(not 0 <= c < 256 for c in self.distill_classes):
+            raise ValueError("distill_weight must be >= 0 and distill_classes class ids")
+        self.geometry()  # validates the augmentation ranges too
+        self.photometric_config()
+
+    def geometry(self) -> GeometryConfig:
+        from goose_lib.data.augment import GeometryConfig
+
+        return GeometryConfig(scale_range=self.scale_range, base_short_side=self.base_short_side,
+                              crop_size=self.crop_size, flip_prob=self.flip_prob, cat_max_ratio=self.cat_max_ratio)
+
+    def photometric_config(self) -> PhotometricConfig:
+        from goose_lib.data.augment import photometric_preset
+
+        return photometric_preset(self.photometric, brightness_delta=self.brightness_delta,
+                                  contrast_range=self.contrast_range, saturation_range=self.saturation_range,
+                                  hue_delta=self.hue_delta, prob=self.photometric_prob)
+
+    def data_config(self, limit: int | None) -> DataConfig:
+        return DataConfig(root=self.data_root, exclude_scenarios=self.exclude_scenarios, limit=limit)
