@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 
 class CommandError(Exception):
@@ -424,14 +425,21 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_predict)
 
 
-def _cmd_predict(args: argparse.Namespace) -> int:
-    from goose_lib.config import parse_shard
+def _model_and_tta(args: argparse.Namespace) -> tuple[Any, str, Any]:
+    """(model, description, TTAConfig) of a predict/submit command: multiscale when scales are given."""
     from goose_lib.infer.evaluate import load_model
-    from goose_lib.infer.submission import write_predictions
 
     modes = _tta_modes(args)
     tta = modes.get("multiscale", modes["single"])
     model, what = load_model("" if args.checkpoint == "untrained" else args.checkpoint, device=args.device)
+    return model, what, tta
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from goose_lib.config import parse_shard
+    from goose_lib.infer.submission import write_predictions
+
+    model, what, tta = _model_and_tta(args)
     shard = parse_shard(args.shard) if args.shard else None
     out = write_predictions(model, args.root, args.out, split=args.split, tta=tta, shard=shard,
                             progress=not args.no_progress)
@@ -451,12 +459,9 @@ def _add_submit(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_submit(args: argparse.Namespace) -> int:
-    from goose_lib.infer.evaluate import load_model
     from goose_lib.infer.submission import validate_submission, write_submission
 
-    modes = _tta_modes(args)
-    tta = modes.get("multiscale", modes["single"])
-    model, what = load_model("" if args.checkpoint == "untrained" else args.checkpoint, device=args.device)
+    model, what, tta = _model_and_tta(args)
     out = write_submission(model, args.root, args.out, split=args.split, tta=tta,
                            progress=not args.no_progress)
     n = validate_submission(out, args.root, split=args.split)

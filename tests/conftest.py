@@ -49,3 +49,11 @@ def tiny_checkpoint(goose_home: Path) -> Path:
     from goose_lib.models.sam3 import ensure_tiny_checkpoint
 
     return ensure_tiny_checkpoint()
+
+
+@pytest.fixture(scope="session")
+def tracker(tiny_checkpoint: Path):
+    """The tiny SAM3 tracker (teacher), loaded strictly once per session."""
+    from goose_lib.models.sam3 import load_tracker
+
+    return load_tracker(tiny_checkpoint)

@@ -13,22 +13,6 @@ from goose_lib.teacher.boxes import make_boxset
 from goose_lib.teacher.prompt import Teacher, TeacherConfig, compose, encode_image
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread per test process: under pytest -n 2 on 2 cores, more threads oversubscribe."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
-@pytest.fixture(scope="module")
-def tracker(tiny_checkpoint):
-    from goose_lib.models.sam3 import load_tracker
-
-    return load_tracker(tiny_checkpoint)
-
-
 def _image(h: int = 60, w: int = 80, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
 

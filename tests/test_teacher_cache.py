@@ -8,7 +8,6 @@ import shutil
 
 import numpy as np
 import pytest
-import torch
 
 from goose_lib.teacher.boxes import BoxParams
 from goose_lib.teacher.cache import (
@@ -21,22 +20,6 @@ from goose_lib.teacher.cache import (
     read_item,
 )
 from goose_lib.teacher.prompt import Teacher, TeacherConfig
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread per test process: under pytest -n 2 on 2 cores, more threads oversubscribe."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
-@pytest.fixture(scope="module")
-def tracker(tiny_checkpoint):
-    from goose_lib.models.sam3 import load_tracker
-
-    return load_tracker(tiny_checkpoint)
 
 
 @pytest.fixture()
