@@ -28,7 +28,7 @@ def test_notebook_runs_with_papermill_and_records_its_results(tiny_root, tmp_pat
     run.mkdir()
     pm.execute_notebook(
         str(NOTEBOOK), str(run / "03_training.ipynb"), cwd=str(run), kernel_name="python3", progress_bar=False,
-        parameters={"data_root": str(tiny_root), "checkpoint": str(small), "decoder_channels": 16,
+        parameters={"data_root": str(tiny_root), "sam3_checkpoint": str(small), "decoder_channels": 16,
                     "batch_size": 2, "steps": 3, "val_interval": 2, "train_limit": 4, "val_limit": 3,
                     "distill_mode": "soft", "progress": False})
     metrics = json.loads((run / "metrics.json").read_text())

@@ -30,7 +30,7 @@ def small_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _cfg(root: Path, ck: Path, **kw) -> TrainConfig:
-    base = {"data_root": str(root), "checkpoint": str(ck), "decoder_channels": 16, "batch_size": 2, "steps": 4,
+    base = {"data_root": str(root), "sam3_checkpoint": str(ck), "decoder_channels": 16, "batch_size": 2, "steps": 4,
             "train_limit": 4, "val_limit": 2, "val_interval": 0, "checkpoint_interval": 2, "log_interval": 1,
             "warmup_steps": 2, "lr": 2e-3, "photometric": "standard"}
     return TrainConfig(**(base | kw))
@@ -297,7 +297,7 @@ def test_cli_train_runs_headless(tiny_root, small_ckpt, tmp_path) -> None:
     from goose_lib.cli import main
 
     out = tmp_path / "cli"
-    rc = main(["train", "--out-dir", str(out), "--data-root", str(tiny_root), "--checkpoint", str(small_ckpt),
+    rc = main(["train", "--out-dir", str(out), "--data-root", str(tiny_root), "--sam3-checkpoint", str(small_ckpt),
                "--decoder-channels", "16", "--batch-size", "2", "--steps", "1", "--train-limit", "2",
                "--val-limit", "1", "--scale-range", "0.75", "1.5", "--no-progress"])
     assert rc == 0

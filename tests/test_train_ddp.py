@@ -24,7 +24,7 @@ def test_torchrun_two_cpu_processes_agree_and_rank0_writes(tiny_root, small_ckpt
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "goose_lib", "train", "--out-dir", str(out), "--data-root", str(tiny_root),
-           "--checkpoint", str(small_ckpt), "--decoder-channels", "16", "--batch-size", "2", "--steps", "3",
+           "--sam3-checkpoint", str(small_ckpt), "--decoder-channels", "16", "--batch-size", "2", "--steps", "3",
            "--checkpoint-interval", "2", "--train-limit", "4", "--val-limit", "3", "--device", "cpu",
            "--no-progress"]
     env = dict(os.environ, OMP_NUM_THREADS="1")

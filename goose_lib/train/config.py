@@ -32,7 +32,7 @@ class TrainConfig:
     val_limit: int | None = None  # first N validation samples; None = all
     exclude_scenarios: tuple[str, ...] = ()
     # student (goose_lib.models.student.StudentConfig)
-    checkpoint: str = "embedded"  # SAM3 folder or "embedded" (tiny random SAM3)
+    sam3_checkpoint: str = "embedded"  # SAM3 folder or "embedded" (tiny random SAM3)
     decoder: Literal["fpn", "upernet"] = "fpn"
     frozen_layers: int = 0  # lower encoder layers kept frozen (tiny random encoder: 0; real SAM3: 24 of 32)
     decoder_channels: int = 32  # decoder width (real model: 256)

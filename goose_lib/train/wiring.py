@@ -16,14 +16,14 @@ def student_config(cfg: Any) -> Any:
     from goose_lib.models.student import StudentConfig
 
     return validate(StudentConfig, {
-        "checkpoint": cfg.checkpoint, "decoder": cfg.decoder, "frozen_layers": cfg.frozen_layers,
+        "checkpoint": cfg.sam3_checkpoint, "decoder": cfg.decoder, "frozen_layers": cfg.frozen_layers,
         "decoder_channels": cfg.decoder_channels, "dropout": cfg.dropout,
         "grad_checkpointing": cfg.grad_checkpointing,
     })
 
 
 def build_student_for(cfg: Any, device: torch.device) -> torch.nn.Module:
-    """The student of a TrainConfig, encoder weights loaded strictly from ``cfg.checkpoint``."""
+    """The student of a TrainConfig, encoder weights loaded strictly from ``cfg.sam3_checkpoint``."""
     from goose_lib.models.student import build_student
 
     return build_student(student_config(cfg), device=device)
