@@ -51,3 +51,18 @@ def test_atomic_files_get_normal_permissions(tmp_path: Path) -> None:
     finally:
         os.umask(mask)
     assert stat.S_IMODE(p.stat().st_mode) == 0o644
+
+
+def test_atomic_dir_replaces_whole_folder_or_nothing(tmp_path: Path) -> None:
+    target = tmp_path / "ckpt"
+    with io.atomic_dir(target) as tmp:
+        (tmp / "a.txt").write_text("1")
+    with io.atomic_dir(target) as tmp:
+        (tmp / "b.txt").write_text("2")
+    assert sorted(p.name for p in target.iterdir()) == ["b.txt"]  # replaced, not merged
+    with pytest.raises(RuntimeError):
+        with io.atomic_dir(target) as tmp:
+            (tmp / "c.txt").write_text("3")
+            raise RuntimeError("interrupted")
+    assert sorted(p.name for p in target.iterdir()) == ["b.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]  # no temporary folders left

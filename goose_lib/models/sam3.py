@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from goose_lib import paths
-from goose_lib.io import atomic_write_json, read_json, sha256_file, sha256_json
+from goose_lib.io import atomic_dir, atomic_write_json, read_json, sha256_file, sha256_json
 
 TINY_NAME = "tiny-sam3-v1"
 _ANCHOR = "backbone.embeddings.patch_embeddings.projection.weight"
@@ -353,17 +353,9 @@ def build_tiny_checkpoint(out: str | os.PathLike, *, image_size: int = 224, seed
         torch.manual_seed(seed)
         model = Sam3VideoModel(config)
     state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-    try:
+    with atomic_dir(out) as tmp:
         config.save_pretrained(tmp)
         save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

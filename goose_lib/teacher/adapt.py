@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from goose_lib.io import atomic_dir
 from goose_lib.teacher.boxes import DEFAULT_BOXES, BoxParams, boxes_from_labels
 from goose_lib.teacher.prompt import encode_image, tracker_image_size
 
@@ -200,19 +200,11 @@ def save_adapted(model: torch.nn.Module, base: str | os.PathLike, out: str | os.
             raise ValueError(f"{files[0]}: key {cands[0]} has shape {tuple(state[cands[0]].shape)}, "
                              f"adapted {name} {tuple(own[name].shape)}")
         state[cands[0]] = own[name].detach().to("cpu", state[cands[0]].dtype).contiguous()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-    try:
+    with atomic_dir(out) as tmp:
         for f in base.iterdir():
             if f.is_file() and f.suffix != ".safetensors":
                 shutil.copy2(f, tmp / f.name)
         save_file(state, str(tmp / files[0].name), metadata={"format": "pt"})
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

@@ -21,7 +21,6 @@ import base64
 import os
 import random
 import shutil
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from goose_lib.config import ParameterError, to_dict, validate
-from goose_lib.io import atomic_write_json, read_json
+from goose_lib.io import atomic_dir, atomic_write_json, read_json
 
 FORMAT = "goose-student-v1"
 WEIGHTS_FILE = "model.safetensors"
@@ -84,9 +83,7 @@ def save_student(dir: str | os.PathLike, student: torch.nn.Module, *, params: Ma
     ``torch.save`` (tensors, numbers, strings, lists and dicts only).
     """
     dir = Path(dir)
-    dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=dir.parent, prefix=f".{dir.name}.", suffix=".tmp"))
-    try:
+    with atomic_dir(dir) as tmp:
         state = weights if weights is not None else student.state_dict()
         save_file(_tensors_for_file(state), str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
         atomic_write_json(tmp / VISION_CONFIG_FILE, _vision_config_dict(student))
@@ -95,19 +92,6 @@ def save_student(dir: str | os.PathLike, student: torch.nn.Module, *, params: Ma
         atomic_write_json(tmp / RUN_FILE, run)
         if extra_state is not None:
             torch.save(dict(extra_state), tmp / STATE_FILE)
-        for f in tmp.iterdir():  # make the contents durable before the rename publishes them
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-        old = None
-        if dir.exists():
-            old = dir.with_name(f".{dir.name}.old-{os.getpid()}")
-            os.replace(dir, old)
-        os.replace(tmp, dir)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return dir
 
 
