@@ -534,11 +534,14 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 def _cmd_train(args: argparse.Namespace) -> int:
     import os
 
-    from goose_lib.train.loop import TrainConfig, config_from_params, train
+    from goose_lib.train.loop import TrainConfig, TrainingDiverged, config_from_params, train
 
     names = set(TrainConfig.__dataclass_fields__)
     cfg = config_from_params({k: v for k, v in vars(args).items() if k in names})
-    result = train(cfg, args.out_dir, progress=not args.no_progress)
+    try:
+        result = train(cfg, args.out_dir, progress=not args.no_progress)
+    except TrainingDiverged as exc:  # the message names the step and the last good checkpoint
+        raise CommandError(f"train: {exc}") from None
     if result.val is not None and os.environ.get("RANK", "0") == "0":
         print(f"checkpoint: {result.checkpoint}\ncomposite mIoU: {result.val['composite']:.4f} "
               f"(mIoU {result.val['miou']:.4f}, category mIoU {result.val['category_miou']:.4f})")
@@ -657,3 +660,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("goose: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `goose stats --json | head`: the reader stopped early, no traceback
+        _discard_stdout()
+        return 141  # 128 + SIGPIPE, what a shell reports for tools killed by a closed pipe
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's final flush to a closed pipe stays silent."""
+    import os
+
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is not a real file (captured): nothing to flush there
+        pass

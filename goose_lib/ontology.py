@@ -20,6 +20,7 @@ import numpy as np
 MAPPING_CSV = "goose_label_mapping.csv"
 REQUIRED_COLUMNS = ("class_name", "label_key", "has_instance", "hex")
 VOID_CATEGORY = "void"
+GOOSE_NUM_CLASSES = 64  # a GOOSE class table: ids 0..63
 IGNORE_INDEX = 255  # label value ignored by losses and metrics (padding, dropped void)
 # Classes with instance ids in the packaged table (the real has_instance values are unverified).
 _THING_CLASSES = frozenset({
@@ -80,6 +81,22 @@ def packaged_mapping_rows() -> list[dict[str, str]]:
     return rows
 
 
+def _check_ids(source: str, ids: list[int], num_classes: int | None) -> None:
+    """Every id of ``0..num_classes-1`` exactly once (``None``: ``0..len(ids)-1``, any length)."""
+    n = len(set(ids)) if num_classes is None else num_classes
+    repeated = sorted({i for i in ids if ids.count(i) > 1})
+    missing = sorted(set(range(n)) - set(ids))
+    extra = sorted(set(ids) - set(range(n)))
+    if not (repeated or missing or extra):
+        return
+    parts = [f"{what} id(s) {v}" for what, v in (("missing", missing), ("extra", extra), ("repeated", repeated)) if v]
+    if num_classes is None:
+        raise OntologyError(f"{source}: class ids must be 0..{n - 1} without gaps or repeats; " + "; ".join(parts))
+    raise OntologyError(f"{source}: a GOOSE class table has {num_classes} classes with ids 0..{num_classes - 1}, "
+                        f"this one has {len(ids)} row(s): " + "; ".join(parts)
+                        + " (for a different class table on purpose: Ontology.load(..., num_classes=None))")
+
+
 class Ontology:
     """64 classes and the categories they group into (index 0 of ``categories`` is void)."""
 
@@ -118,22 +135,31 @@ class Ontology:
         raise KeyError(f"unknown class {name!r}")
 
     @classmethod
-    def load(cls, root: str | Path | None = None, category_mapping: Mapping[int, str] | None = None
-             ) -> Ontology:
-        """Class table of the dataset at ``root`` (its ``goose_label_mapping.csv``), else packaged."""
+    def load(cls, root: str | Path | None = None, category_mapping: Mapping[int, str] | None = None, *,
+             num_classes: int | None = GOOSE_NUM_CLASSES) -> Ontology:
+        """Class table of the dataset at ``root`` (its ``goose_label_mapping.csv``), else packaged.
+
+        The table must hold exactly the ids ``0..num_classes-1`` (GOOSE: 64), each once; anything
+        else raises :class:`OntologyError` naming the missing, extra or repeated ids.
+        ``num_classes=None`` is the explicit opt-in for another class table (any size, ids
+        ``0..N-1`` without gaps).
+        """
         mapping = dict(category_mapping) if category_mapping is not None else default_category_mapping()
         csv_path = Path(root) / MAPPING_CSV if root is not None else None
         if csv_path is not None and csv_path.exists():
             rows, source = cls._read_csv(csv_path), str(csv_path)
         else:
             rows, source = packaged_mapping_rows(), "goose_lib/resources/goose_classes.csv"
-        classes = []
+        ids = []
         for i, r in enumerate(rows):
-            where = f"{source} row {i + 2}"
             try:
-                cid = int(r["label_key"])
+                ids.append(int(r["label_key"]))
             except ValueError as exc:
-                raise OntologyError(f"{where}: label_key {r['label_key']!r} is not an integer") from exc
+                raise OntologyError(f"{source} row {i + 2}: label_key {r['label_key']!r} is not an integer") from exc
+        _check_ids(source, ids, num_classes)
+        classes = []
+        for i, (r, cid) in enumerate(zip(rows, ids)):
+            where = f"{source} row {i + 2}"
             if cid not in mapping:
                 raise OntologyError(f"{where}: class id {cid} has no category in the category mapping")
             classes.append(GooseClass(cid, r["class_name"].strip(), _hex_to_rgb(r["hex"], where),
@@ -146,7 +172,13 @@ class Ontology:
     @staticmethod
     def _read_csv(path: Path) -> list[dict[str, str]]:
         # utf-8-sig: tolerate a byte-order mark (spreadsheet exports); header names are stripped
-        with open(path, newline="", encoding="utf-8-sig") as f:
+        try:
+            f = open(path, newline="", encoding="utf-8-sig")
+        except PermissionError as exc:
+            raise OntologyError(f"{path}: cannot read the class table: permission denied") from exc
+        except OSError as exc:  # a symlink loop, a folder of that name, ...
+            raise OntologyError(f"{path}: cannot read the class table ({exc.strerror or exc})") from exc
+        with f:
             reader = csv.DictReader(f)
             try:
                 reader.fieldnames = [n.strip() for n in (reader.fieldnames or [])]

@@ -11,6 +11,7 @@ Every problem raises :class:`DataError` whose message starts with the offending 
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -30,23 +31,54 @@ class DataError(ValueError):
     """A file that cannot be used as GOOSE data; the message starts with its path."""
 
 
+def not_a_file(path: str | os.PathLike, what: str) -> str | None:
+    """Why ``path`` cannot be opened as a regular file (missing, a symlink loop, a broken link, a
+    folder, no permission to look), or ``None`` when it is one. Never raises."""
+    path = Path(path)
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return f"{path}: {what} file is a symbolic link loop ({exc.strerror}); fix or remove the link"
+        if isinstance(exc, FileNotFoundError):
+            if os.path.islink(path):
+                return f"{path}: {what} file is a broken symbolic link (to {os.readlink(path)})"
+            return f"{path}: {what} file does not exist"
+        if isinstance(exc, PermissionError):
+            return f"{path}: cannot read {what} file: permission denied (on the file or a folder above it)"
+        return f"{path}: cannot read {what} file ({exc.strerror or exc})"
+    import stat
+
+    if not stat.S_ISREG(st.st_mode):
+        return f"{path}: {what} is not a regular file"
+    return None
+
+
+def read_error(path: str | os.PathLike, what: str, exc: Exception) -> DataError:
+    """The :class:`DataError` for ``exc`` raised while opening / decoding ``path``: permission and
+    other operating-system errors say so; anything else means a corrupt or truncated file."""
+    if isinstance(exc, PermissionError):
+        return DataError(f"{path}: cannot read {what}: permission denied; make the file readable "
+                         "(chmod / chown), it is not corrupt")
+    if isinstance(exc, OSError) and exc.errno is not None:  # PIL's decode errors carry no errno
+        return DataError(f"{path}: cannot read {what} ({type(exc).__name__}: {exc.strerror or exc})")
+    return DataError(f"{path}: cannot decode {what} ({type(exc).__name__}: {exc}); "
+                     "the file is corrupt or truncated, re-extract it")
+
+
 def _open(path: str | os.PathLike, what: str, *, load: bool = True) -> Image.Image:
     """Open ``path`` and (``load``) fully decode it, so truncated files fail here, not later."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: {what} file does not exist")
+    problem = not_a_file(path, what)
+    if problem is not None:
+        raise DataError(problem)
     try:
         img = Image.open(path)
         if load:
             img.load()
     except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, zlib.error, ...
-        raise _decode_error(path, what, exc) from exc
+        raise read_error(path, what, exc) from exc
     return img
-
-
-def _decode_error(path: Path, what: str, exc: Exception) -> DataError:
-    return DataError(f"{path}: cannot decode {what} ({type(exc).__name__}: {exc}); "
-                     "the file is corrupt or truncated, re-extract it")
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
@@ -71,6 +103,10 @@ def read_gray(path: str | os.PathLike, what: str = "label map") -> np.ndarray:
     """
     path = Path(path)
     img = _open(path, what, load=False)
+    if img.format != "PNG":  # identified by the file's signature, not its name
+        img.close()
+        raise DataError(f"{path}: {what} is a {img.format or 'non-PNG'} file, not a PNG; label and instance "
+                        "maps must be lossless PNGs (lossy compression changes the ids)")
     if img.mode not in _GRAY_MODES:
         hint = " (is this a _color.png? colours cannot be decoded into ids)" if img.mode in ("RGB", "RGBA") else ""
         raise DataError(f"{path}: {what} has mode {img.mode!r}, expected a single-channel "
@@ -87,7 +123,7 @@ def read_gray(path: str | os.PathLike, what: str = "label map") -> np.ndarray:
         img.load()
         return np.asarray(img)
     except Exception as exc:  # see _open
-        raise _decode_error(path, what, exc) from exc
+        raise read_error(path, what, exc) from exc
     finally:
         img.close()
 
@@ -127,8 +163,8 @@ def load_sample(sample: Sample, *, num_classes: int = 64) -> dict[str, Any]:
     image = read_image(sample.image)
     label = instances = None
     if sample.labelids is not None:
-        if not sample.labelids.is_file():
-            raise DataError(f"{sample.image}: image has no label file (expected {sample.labelids})")
+        if (problem := label_file_problem(sample)) is not None:
+            raise DataError(problem)
         label = read_label(sample.labelids, num_classes)
         _check_size(sample.labelids, label, sample.image, image.shape)
     if sample.instanceids is not None:
@@ -137,13 +173,21 @@ def load_sample(sample: Sample, *, num_classes: int = 64) -> dict[str, Any]:
     return {"image": image, "label": label, "instances": instances, "sample": sample}
 
 
+def label_file_problem(sample: Sample) -> str | None:
+    """Why a labelled sample's ``_labelids.png`` cannot be opened (``None``: it can)."""
+    assert sample.labelids is not None
+    if not os.path.lexists(sample.labelids):
+        return f"{sample.image}: image has no label file (expected {sample.labelids})"
+    return not_a_file(sample.labelids, "label map")
+
+
 def missing_files(sample: Sample) -> list[str]:
-    """Problems found by ``stat`` alone (no decoding): missing image / label files."""
+    """Problems found by ``stat`` alone (no decoding): missing (or looping, unreadable) image / label files."""
     out = []
-    if not sample.image.is_file():
-        out.append(f"{sample.image}: image file does not exist")
-    if sample.labelids is not None and not sample.labelids.is_file():
-        out.append(f"{sample.image}: image has no label file (expected {sample.labelids})")
+    if (problem := not_a_file(sample.image, "image")) is not None:
+        out.append(problem)
+    if sample.labelids is not None and (problem := label_file_problem(sample)) is not None:
+        out.append(problem)
     return out
 
 
@@ -160,8 +204,8 @@ def validate_sample(sample: Sample, num_classes: int = 64) -> list[str]:
 
     attempt(sample.image, read_image)
     if sample.labelids is not None:
-        if not sample.labelids.is_file():
-            problems.append(f"{sample.image}: image has no label file (expected {sample.labelids})")
+        if (problem := label_file_problem(sample)) is not None:
+            problems.append(problem)
         else:
             attempt(sample.labelids, lambda p: read_label(p, num_classes))
     if sample.instanceids is not None:

@@ -102,9 +102,21 @@ def _scenario_dirs(folder: Path) -> dict[str, tuple[Path, int]]:
         return out
     with os.scandir(folder) as it:
         for e in it:
-            if e.is_dir():
-                out[e.name] = (Path(e.path), e.stat().st_mtime_ns)
+            try:
+                if e.is_dir():
+                    out[e.name] = (Path(e.path), e.stat().st_mtime_ns)
+            except OSError as exc:  # a symlink loop, a link into an unreadable place
+                warnings.warn(f"{e.path}: cannot open folder ({exc.strerror or exc}); left out", stacklevel=4)
     return out
+
+
+def _is_file(entry: os.DirEntry) -> bool:
+    """``entry.is_file()``, but an entry that cannot be followed (a symlink loop) counts as a file:
+    it is then reported by name where it is loaded or checked, like any other bad file."""
+    try:
+        return entry.is_file()
+    except OSError:
+        return True
 
 
 def _fingerprint(img_root: Path, lbl_root: Path) -> dict[str, object]:
@@ -142,7 +154,7 @@ def _scan(root: Path, split: str, cameras: Sequence[str], exclude: Sequence[str]
         if labelled and (lbl_root / scenario).is_dir():
             label_files = {e.name for e in os.scandir(lbl_root / scenario)}
         with os.scandir(folder) as it:
-            names = sorted(e.name for e in it if e.is_file())
+            names = sorted(e.name for e in it if _is_file(e))
         for name in names:
             parsed = split_image_name(name, known)
             if parsed is None:

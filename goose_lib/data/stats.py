@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from goose_lib import paths
 from goose_lib.config import DataConfig
-from goose_lib.data.decode import DataError, read_gray
+from goose_lib.data.decode import DataError, label_file_problem, not_a_file, read_error, read_gray
 from goose_lib.data.layout import Sample, index_split
 from goose_lib.io import atomic_write_bytes, sha256_json
 from goose_lib.ontology import Ontology
@@ -219,11 +219,13 @@ def region_boxes(label: np.ndarray, instances: np.ndarray | None = None) -> tupl
 
 def _png_size(path: Path) -> tuple[int, int]:
     """(width, height) from a PNG's IHDR chunk without decoding (PIL for anything else)."""
+    if (problem := not_a_file(path, "image")) is not None:
+        raise DataError(problem)
     try:
         with open(path, "rb") as f:
             head = f.read(24)
-    except FileNotFoundError:
-        raise DataError(f"{path}: image file does not exist") from None
+    except OSError as exc:
+        raise read_error(path, "image", exc) from None
     if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
         return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
     try:
@@ -238,8 +240,8 @@ def _sample_stats(sample: Sample, num_classes: int) -> tuple[np.ndarray, np.ndar
     if sample.labelids is None:
         raise DataError(f"{sample.image}: sample has no label (split {sample.split!r} is unlabelled)")
     size = _png_size(sample.image)
-    if not sample.labelids.is_file():
-        raise DataError(f"{sample.image}: image has no label file (expected {sample.labelids})")
+    if (problem := label_file_problem(sample)) is not None:
+        raise DataError(problem)
     label = read_gray(sample.labelids, "label map")
     inst = None
     if sample.instanceids is not None:
@@ -288,7 +290,7 @@ def _cache_key(root: Path, split: str, samples: Sequence[Sample], cfg: DataConfi
             try:
                 st = p.stat() if p is not None else None
                 files.append(None if st is None else (st.st_size, st.st_mtime_ns))
-            except FileNotFoundError:
+            except OSError:  # missing, a symlink loop: reported when the sample is read
                 files.append("missing")
     return sha256_json({"v": STATS_VERSION, "root": str(root), "split": split, "k": k, "shard": shard,
                         "skip_bad": cfg.skip_bad, "keys": [s.key for s in samples], "files": files})

@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from goose_lib.config import EvalProtocol, to_dict, validate
 from goose_lib.data.augment import EvalTransform, TrainTransform
-from goose_lib.data.dataset import GooseDataset
+from goose_lib.data.dataset import DataError, GooseDataset
 from goose_lib.io import atomic_write_text
 from goose_lib.metrics import ConfusionMatrix, compute_scores
 from goose_lib.train import checkpoint as ckpt
@@ -109,6 +109,13 @@ def _append_log(path: Path, row: dict[str, Any]) -> None:
         f.write(json.dumps(row, default=float) + "\n")
 
 
+def _require_labels(name: str, dataset: GooseDataset) -> None:
+    """A split without ``labels/<split>/`` (the test split) cannot train or validate a model."""
+    if dataset.samples and dataset.samples[0].labelids is None:
+        raise DataError(f"{dataset.root / 'labels' / dataset.split}: {name} {dataset.split!r} has no labels "
+                        "(no such folder); training and validation need a labelled split such as 'train' or 'val'")
+
+
 def train(cfg: TrainConfig, out_dir: str | os.PathLike, *, progress: bool = True) -> TrainResult:
     """Train the student described by ``cfg``, writing logs and checkpoints under ``out_dir``.
 
@@ -121,6 +128,11 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, *, progress: bool = True
     device = ctx.device
     notes: list[str] = []
     try:
+        # the data first: a split without labels fails here, before the model is built or a step runs
+        train_base = GooseDataset(cfg.data_root, cfg.train_split, config=cfg.data_config(cfg.train_limit))
+        val_set = GooseDataset(cfg.data_root, cfg.val_split, config=cfg.data_config(cfg.val_limit))
+        for name, dataset in (("train_split", train_base), ("val_split", val_set)):
+            _require_labels(name, dataset)
         if ctx.rank == 0:
             out_dir.mkdir(parents=True, exist_ok=True)
         ctx.barrier()
@@ -134,9 +146,7 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, *, progress: bool = True
             warnings.warn(note, stacklevel=2)
         state.distill = distill
 
-        train_base = GooseDataset(cfg.data_root, cfg.train_split, config=cfg.data_config(cfg.train_limit))
-        val_set = GooseDataset(cfg.data_root, cfg.val_split, config=cfg.data_config(cfg.val_limit),
-                               transform=EvalTransform(image_size))
+        val_set.transform = EvalTransform(image_size)
         factors = None
         if cfg.repeat_threshold > 0:
             presence = class_presence(train_base.samples, train_base.ontology.num_classes,
