@@ -9,6 +9,7 @@ to :meth:`Ontology.load` to evaluate with a different grouping.
 from __future__ import annotations
 
 import csv
+import io
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -173,24 +174,21 @@ class Ontology:
     def _read_csv(path: Path) -> list[dict[str, str]]:
         # utf-8-sig: tolerate a byte-order mark (spreadsheet exports); header names are stripped
         try:
-            f = open(path, newline="", encoding="utf-8-sig")
+            with open(path, "rb") as f:
+                text = f.read().decode("utf-8-sig")
         except PermissionError as exc:
             raise OntologyError(f"{path}: cannot read the class table: permission denied") from exc
         except OSError as exc:  # a symlink loop, a folder of that name, ...
             raise OntologyError(f"{path}: cannot read the class table ({exc.strerror or exc})") from exc
-        with f:
-            reader = csv.DictReader(f)
-            try:
-                reader.fieldnames = [n.strip() for n in (reader.fieldnames or [])]
-                missing = [c for c in REQUIRED_COLUMNS if c not in reader.fieldnames]
-                if missing:
-                    raise OntologyError(
-                        f"{path}: missing column(s) {missing}; expected {list(REQUIRED_COLUMNS)}, "
-                        f"found {reader.fieldnames}"
-                    )
-                rows = list(reader)
-            except UnicodeDecodeError as exc:
-                raise OntologyError(f"{path}: not a UTF-8 CSV file ({exc})") from exc
+        except UnicodeDecodeError as exc:
+            raise OntologyError(f"{path}: not a UTF-8 CSV file ({exc})") from exc
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        reader.fieldnames = [n.strip() for n in (reader.fieldnames or [])]
+        missing = [c for c in REQUIRED_COLUMNS if c not in reader.fieldnames]
+        if missing:
+            raise OntologyError(f"{path}: missing column(s) {missing}; expected {list(REQUIRED_COLUMNS)}, "
+                                f"found {reader.fieldnames}")
+        rows = list(reader)
         if not rows:
             raise OntologyError(f"{path}: no class rows")
         for i, r in enumerate(rows):

@@ -81,6 +81,24 @@ def _open(path: str | os.PathLike, what: str, *, load: bool = True) -> Image.Ima
     return img
 
 
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(width, height) of an image file from a PNG's IHDR chunk without decoding (PIL for anything else)."""
+    if (problem := not_a_file(path, "image")) is not None:
+        raise DataError(problem)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(24)
+    except OSError as exc:
+        raise read_error(path, "image", exc) from None
+    if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
+        return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except Exception as exc:
+        raise DataError(f"{path}: cannot read the image header ({type(exc).__name__}: {exc})") from exc
+
+
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """A camera image as HxWx3 ``uint8`` RGB (grayscale and RGBA are converted)."""
     img = _open(path, "image")

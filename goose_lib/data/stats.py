@@ -25,17 +25,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 from tqdm.auto import tqdm
 
 from goose_lib import paths
 from goose_lib.config import DataConfig
-from goose_lib.data.decode import DataError, label_file_problem, not_a_file, read_error, read_gray
+from goose_lib.data.decode import DataError, image_size, label_file_problem, read_gray
 from goose_lib.data.layout import Sample, index_split
 from goose_lib.io import atomic_write_bytes, sha256_json
 from goose_lib.ontology import Ontology
 
-STATS_VERSION = 1
+STATS_VERSION = 2  # 2: shard, split_samples and index_digest recorded (merge checks coverage)
 BOX_COLUMNS = ("class_id", "x0", "y0", "x1", "y1", "pixels", "is_instance")  # x1, y1 exclusive
 
 
@@ -43,7 +42,10 @@ BOX_COLUMNS = ("class_id", "x0", "y0", "x1", "y1", "pixels", "is_instance")  # x
 class SplitStats:
     """Statistics of (a shard of) a split. Counts are (num_classes,) int64; ``boxes`` (N, 7) int64
     with :data:`BOX_COLUMNS`; ``image_sizes`` maps ``"WxH"`` to a count; ``skipped`` holds the
-    messages of samples skipped with ``DataConfig.skip_bad``."""
+    messages of samples skipped with ``DataConfig.skip_bad``. ``shard`` is ``(i, n)`` for samples
+    ``i::n`` of the split (``None``: all of it), ``split_samples`` the size of the whole split and
+    ``index_digest`` a digest of its sample keys: :func:`merge_stats` uses them to refuse a shard
+    set that does not cover one split exactly once. ``source``: the file it was loaded from."""
 
     split: str
     samples: int
@@ -54,6 +56,10 @@ class SplitStats:
     boxes: np.ndarray
     image_sizes: dict[str, int] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
+    shard: tuple[int, int] | None = None
+    split_samples: int | None = None
+    index_digest: str = ""
+    source: str | None = field(default=None, compare=False)
 
     @property
     def pixel_share(self) -> np.ndarray:
@@ -93,7 +99,9 @@ class SplitStats:
         """Lossless ``.npz`` serialisation (for the cache and for shard files)."""
         buf = io.BytesIO()
         meta = {"split": self.split, "samples": self.samples, "num_classes": self.num_classes,
-                "image_sizes": self.image_sizes, "skipped": self.skipped, "version": STATS_VERSION}
+                "image_sizes": self.image_sizes, "skipped": self.skipped, "version": STATS_VERSION,
+                "shard": list(self.shard) if self.shard is not None else None,
+                "split_samples": self.split_samples, "index_digest": self.index_digest}
         np.savez(buf, pixel_counts=self.pixel_counts, image_counts=self.image_counts,
                  instance_counts=self.instance_counts, boxes=self.boxes, meta=np.array(json.dumps(meta)))
         return buf.getvalue()
@@ -106,9 +114,13 @@ class SplitStats:
         try:
             with np.load(path, allow_pickle=False) as z:
                 meta = json.loads(str(z["meta"]))
+                shard = meta.get("shard")
                 return cls(meta["split"], int(meta["samples"]), int(meta["num_classes"]),
                            z["pixel_counts"], z["image_counts"], z["instance_counts"], z["boxes"],
-                           dict(meta["image_sizes"]), list(meta["skipped"]))
+                           dict(meta["image_sizes"]), list(meta["skipped"]),
+                           shard=(int(shard[0]), int(shard[1])) if shard else None,
+                           split_samples=meta.get("split_samples"), index_digest=str(meta.get("index_digest", "")),
+                           source=str(path))
         except (OSError, ValueError, KeyError) as exc:
             raise DataError(f"{path}: not a statistics file written by goose ({exc})") from exc
 
@@ -119,13 +131,43 @@ def _empty(split: str, k: int) -> SplitStats:
 
 
 def merge_stats(parts: Iterable[SplitStats]) -> SplitStats:
-    """Sum of statistics of disjoint shards of one split."""
+    """Statistics of a whole split from its shards (``compute_stats(..., shard=(i, n))``, e.g.
+    files of ``goose stats --shard I/N --out``): the shards must be ``0/n .. n-1/n`` of one split
+    index, each exactly once; anything else (a shard given twice, one missing, shards of another
+    split, data root or selection) raises ``ValueError`` naming the files and the shards."""
     parts = list(parts)
     if not parts:
         raise ValueError("merge_stats: nothing to merge")
+    names = [p.source or f"part {j + 1}" for j, p in enumerate(parts)]
     if len({(p.split, p.num_classes) for p in parts}) != 1:
         raise ValueError(f"merge_stats: parts disagree on split / classes: "
                          f"{sorted({(p.split, p.num_classes) for p in parts})}")
+    if old := [n for n, p in zip(names, parts) if not p.index_digest]:
+        raise ValueError(f"merge_stats: {old} record no shard (written by an older goose); recompute them "
+                         "with `goose stats ROOT --split S --shard I/N --out FILE.npz`")
+    shards = [p.shard or (0, 1) for p in parts]
+    if len({(p.index_digest, n) for p, (_, n) in zip(parts, shards)}) > 1:
+        raise ValueError(f"merge_stats: not shards of one splitting of one index of split {parts[0].split!r} "
+                         "(other data root, cameras, excluded scenarios, limit or shard count): " + ", ".join(
+                             f"{name} ({i}/{n} of {p.split_samples})" for name, p, (i, n) in zip(names, parts, shards)))
+    n = shards[0][1]
+    seen: dict[int, list[str]] = {}
+    for name, (i, _) in zip(names, shards):
+        seen.setdefault(i, []).append(name)
+    problems = [f"shard {i}/{n} given {len(files)} times ({', '.join(files)})"
+                for i, files in sorted(seen.items()) if len(files) > 1]
+    if missing := [f"{i}/{n}" for i in range(n) if i not in seen]:
+        problems.append(f"shard(s) {', '.join(missing)} missing")
+    if problems:
+        raise ValueError(f"merge_stats: the shards do not cover split {parts[0].split!r} exactly once: "
+                         + "; ".join(problems))
+    merged = _sum(parts)
+    merged.split_samples, merged.index_digest = parts[0].split_samples, parts[0].index_digest
+    return merged
+
+
+def _sum(parts: list[SplitStats]) -> SplitStats:
+    """Sum of statistics of disjoint parts of one split (no coverage check)."""
     sizes: dict[str, int] = {}
     for p in parts:
         for k, v in p.image_sizes.items():
@@ -217,29 +259,11 @@ def region_boxes(label: np.ndarray, instances: np.ndarray | None = None) -> tupl
     return pixels, np.concatenate(parts)
 
 
-def _png_size(path: Path) -> tuple[int, int]:
-    """(width, height) from a PNG's IHDR chunk without decoding (PIL for anything else)."""
-    if (problem := not_a_file(path, "image")) is not None:
-        raise DataError(problem)
-    try:
-        with open(path, "rb") as f:
-            head = f.read(24)
-    except OSError as exc:
-        raise read_error(path, "image", exc) from None
-    if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
-        return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
-    try:
-        with Image.open(path) as im:
-            return im.size
-    except Exception as exc:
-        raise DataError(f"{path}: cannot read the image header ({type(exc).__name__}: {exc})") from exc
-
-
 def _sample_stats(sample: Sample, num_classes: int) -> tuple[np.ndarray, np.ndarray, str]:
     """(pixel counts (K,), boxes, "WxH") of one sample; every problem raises :class:`DataError`."""
     if sample.labelids is None:
         raise DataError(f"{sample.image}: sample has no label (split {sample.split!r} is unlabelled)")
-    size = _png_size(sample.image)
+    size = image_size(sample.image)
     if (problem := label_file_problem(sample)) is not None:
         raise DataError(problem)
     label = read_gray(sample.labelids, "label map")
@@ -283,7 +307,7 @@ def _chunk_stats(args: tuple[list[Sample], str, int, bool]) -> SplitStats:
 
 
 def _cache_key(root: Path, split: str, samples: Sequence[Sample], cfg: DataConfig,
-               shard: tuple[int, int] | None, k: int) -> str:
+               shard: tuple[int, int] | None, k: int, index: str) -> str:
     files = []
     for s in samples:
         for p in (s.labelids, s.instanceids):
@@ -292,7 +316,7 @@ def _cache_key(root: Path, split: str, samples: Sequence[Sample], cfg: DataConfi
                 files.append(None if st is None else (st.st_size, st.st_mtime_ns))
             except OSError:  # missing, a symlink loop: reported when the sample is read
                 files.append("missing")
-    return sha256_json({"v": STATS_VERSION, "root": str(root), "split": split, "k": k, "shard": shard,
+    return sha256_json({"v": STATS_VERSION, "root": str(root), "split": split, "k": k, "shard": shard, "index": index,
                         "skip_bad": cfg.skip_bad, "keys": [s.key for s in samples], "files": files})
 
 
@@ -320,6 +344,7 @@ def compute_stats(root: str | os.PathLike, split: str, *, config: DataConfig | N
     k = Ontology.load(root).num_classes
     samples = index_split(root, split, cameras=cfg.cameras, exclude_scenarios=cfg.exclude_scenarios,
                           limit=cfg.limit)
+    split_samples, digest = len(samples), sha256_json([s.key for s in samples])[:16]
     if samples[0].labelids is None:
         raise DataError(f"{root / 'labels' / split}: split {split!r} has no labels; statistics need labels")
     if shard is not None:
@@ -329,10 +354,12 @@ def compute_stats(root: str | os.PathLike, split: str, *, config: DataConfig | N
         samples = samples[i::n]
     cache = None
     if use_cache:
-        cache = paths.home() / "stats-cache" / f"{_cache_key(root, split, samples, cfg, shard, k)[:32]}.npz"
+        cache = paths.home() / "stats-cache" / f"{_cache_key(root, split, samples, cfg, shard, k, digest)[:32]}.npz"
     if cache is not None and cache.exists():
         try:
-            return SplitStats.load(cache)
+            cached = SplitStats.load(cache)
+            cached.source = None
+            return cached
         except DataError:
             pass  # unreadable cache: recompute
     nproc = min(_workers(workers), max(1, len(samples)))
@@ -350,7 +377,9 @@ def compute_stats(root: str | os.PathLike, split: str, *, config: DataConfig | N
                 for part, job in zip(pool.map(_chunk_stats, jobs), jobs):
                     parts.append(part)
                     bar.update(len(job[0]))
-    stats = merge_stats(parts) if parts else _empty(split, k)
+    stats = _sum(parts) if parts else _empty(split, k)
+    stats.shard = tuple(shard) if shard is not None else None  # type: ignore[assignment]
+    stats.split_samples, stats.index_digest = split_samples, digest
     if stats.skipped:
         warnings.warn(f"{root}: statistics of split {split!r} skipped {len(stats.skipped)} bad sample(s), "
                       f"e.g. {stats.skipped[0]}", stacklevel=2)
