@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from goose_lib import paths
 from goose_lib.io import atomic_dir, atomic_write_json, read_json, sha256_file, sha256_json
+from goose_lib.models.weights import check_safetensors
 
 TINY_NAME = "tiny-sam3-v1"
 _ANCHOR = "backbone.embeddings.patch_embeddings.projection.weight"
@@ -108,9 +109,12 @@ def _weight_files(path: Path) -> list[Path]:
         missing = [f.name for f in files if not f.is_file()]
         if missing:
             raise CheckpointError(f"{path}: weight shards listed in {index.name} are missing: {missing}")
+        for f in files:
+            check_safetensors(f)
         return files
     single = path / "model.safetensors"
     if single.is_file():
+        check_safetensors(single)  # truncated / not safetensors: named here, not as a SafetensorError
         return [single]
     raise CheckpointError(f"{path}: no model.safetensors or model.safetensors.index.json "
                           "(only safetensors weights are supported)")

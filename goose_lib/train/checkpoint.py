@@ -27,10 +27,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from goose_lib.config import ParameterError, to_dict, validate
 from goose_lib.io import atomic_dir, atomic_write_json, read_json
+from goose_lib.models.weights import load_safetensors
 
 FORMAT = "goose-student-v1"
 WEIGHTS_FILE = "model.safetensors"
@@ -127,7 +128,7 @@ def load_student(dir: str | os.PathLike, *, device: str | torch.device = "cpu") 
         raise CheckpointLoadError(f"{dir / RUN_FILE}: bad student configuration ({exc})") from exc
     vision_config = Sam3VisionConfig.from_dict(read_json(dir / VISION_CONFIG_FILE))
     student = build_student(cfg, device="cpu", vision_config=vision_config)
-    state = load_file(str(dir / WEIGHTS_FILE))
+    state = load_safetensors(dir / WEIGHTS_FILE)
     result = student.load_state_dict(state, strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise CheckpointLoadError(
@@ -194,7 +195,7 @@ def restore_training(path: str | os.PathLike, model: torch.nn.Module, optimizer:
     path = Path(path)
     run = load_run(path)
     extra = load_train_state(path)
-    weights = load_file(str(path / WEIGHTS_FILE))
+    weights = load_safetensors(path / WEIGHTS_FILE)
     model.load_state_dict(weights, strict=True)
     if ema_model is not None:
         ema_model.load_state_dict(weights, strict=True)
