@@ -113,9 +113,11 @@ class ConfusionMatrix:
         if k <= 128:  # label * K + pred <= 255 * 128 + 127 fits int16: torch's bincount is ~1.5x numpy's
             import torch
 
-            idx = torch.from_numpy(np.ascontiguousarray(lab)).to(torch.int16)
+            # torch.from_numpy warns on read-only arrays (decoded PNGs): astype copies the label anyway,
+            # and a read-only prediction is copied (it is only read, but torch cannot know that)
+            idx = torch.from_numpy(lab.astype(np.int16))
             idx *= k
-            idx += torch.from_numpy(np.ascontiguousarray(p))
+            idx += torch.from_numpy(np.ascontiguousarray(p) if p.flags.writeable else p.copy())
             return torch.bincount(idx, minlength=256 * k).numpy().reshape(256, k)
         out = np.zeros(256 * k, dtype=np.int64)
         # label * K + pred fits uint16 for K <= 255; chunks keep the index array cache-resident.

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from goose_lib import paths
 from goose_lib.io import atomic_dir, atomic_write_json, read_json, sha256_file, sha256_json
 from goose_lib.models.weights import check_safetensors
+from goose_lib.quiet import drop_log_messages, no_transformers_progress
 
 TINY_NAME = "tiny-sam3-v1"
 _ANCHOR = "backbone.embeddings.patch_embeddings.projection.weight"
@@ -42,6 +43,10 @@ _LAYOUTS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
     ("Sam3Model", (("vision_encoder.", ""),)),
     ("Sam3VisionModel", (("", ""),)),
 )
+
+
+# transformers' warning on reading the tracker from a facebook/sam3 folder: expected (keys checked strictly)
+_EXPECTED_TYPE = "model of type `sam3_video` to instantiate a model of type `sam3_tracker`"
 
 
 class CheckpointError(ValueError):
@@ -241,8 +246,9 @@ def load_tracker(path: str | os.PathLike, *, device: str | torch.device = "cpu",
     _weight_files(path)
     try:
         # ignore_mismatched_sizes: report mis-shaped keys in ``info`` (raised below, by name)
-        model, info = Sam3TrackerModel.from_pretrained(path, local_files_only=True, output_loading_info=True,
-                                                       ignore_mismatched_sizes=True, dtype=dtype)
+        with no_transformers_progress(), drop_log_messages("transformers.configuration_utils", _EXPECTED_TYPE):
+            model, info = Sam3TrackerModel.from_pretrained(path, local_files_only=True, output_loading_info=True,
+                                                           ignore_mismatched_sizes=True, dtype=dtype)
     except (OSError, RuntimeError, ValueError, KeyError) as exc:
         raise CheckpointError(f"{path}: cannot load the SAM3 tracker ({exc})") from exc
     problems = {k: sorted(map(str, info.get(k) or [])) for k in ("missing_keys", "unexpected_keys",
@@ -364,11 +370,8 @@ def build_tiny_checkpoint(out: str | os.PathLike, *, image_size: int = 224, seed
 
 
 def ensure_tiny_checkpoint() -> Path:
-    """The embedded default checkpoint, ``paths.home()/"tiny-sam3-v1"``, written on first use.
-
-    Safe against concurrent callers: each builds in its own temporary folder and renames it into
-    place; a loser of the race discards its copy.
-    """
+    """The embedded default checkpoint, ``paths.home()/"tiny-sam3-v1"``, written on first use. Safe against
+    concurrent callers: each builds in its own temporary folder and renames it; a race's loser discards its copy."""
     final = paths.home() / TINY_NAME
     if (final / "config.json").is_file() and (final / "model.safetensors").is_file():
         return final
@@ -390,8 +393,7 @@ def ensure_tiny_checkpoint() -> Path:
 def describe(path: str | os.PathLike) -> dict[str, Any]:
     """Summary of a checkpoint folder's vision encoder: image size, layers, hidden size, fingerprint."""
     vc = read_vision_config(path)
-    bb = vc.backbone_config
-    return {"path": str(path), "image_size": int(vc.image_size), "num_layers": int(bb.num_hidden_layers),
-            "hidden_size": int(bb.hidden_size), "fpn_hidden_size": int(vc.fpn_hidden_size),
-            "fingerprint": checkpoint_fingerprint(path)}
+    return {"path": str(path), "image_size": int(vc.image_size),
+            "num_layers": int(vc.backbone_config.num_hidden_layers), "hidden_size": int(vc.backbone_config.hidden_size),
+            "fpn_hidden_size": int(vc.fpn_hidden_size), "fingerprint": checkpoint_fingerprint(path)}
 

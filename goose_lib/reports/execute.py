@@ -31,6 +31,7 @@ from filelock import FileLock
 
 from goose_lib.io import atomic_write_json, read_json
 from goose_lib.paths import repo_root
+from goose_lib.quiet import drop_log_messages
 from goose_lib.reports import provenance
 from goose_lib.reports.html import STATIC_DIR, HtmlReporter, reporter
 from goose_lib.reports.kernels import KERNEL_LOG, KernelPool, register_engine, shutdown_kernel
@@ -220,10 +221,16 @@ def execute_run(notebook: Path, run_dir: str | os.PathLike, params: Mapping[str,
             fresh = KernelPool(KERNEL_NAME)
             fresh.prestart(run_dir)
             km = fresh.take(run_dir)
-        nb = papermill.execute_notebook(
-            str(notebook), str(run_dir / NOTEBOOK_FILE), parameters=params, kernel_name=KERNEL_NAME,
-            cwd=str(run_dir), progress_bar=False, log_output=False, shutdown_kernel="immediate",
-            engine_name=register_engine(), km=km)
+        # papermill calls a parameter unknown when the notebook's parameters cell does not assign it,
+        # although the notebook's dataclass declares it (03_training's cell lists only the main
+        # TrainConfig fields); only those names' warnings are dropped, truly unknown ones still show
+        registered = declared_params(notebook, registry) if _registry(registry).get(notebook.stem) else {}
+        declared = [f"Passed unknown parameter: {name}" for name in params if name in registered]
+        with drop_log_messages("papermill", *declared, exact=True):
+            nb = papermill.execute_notebook(
+                str(notebook), str(run_dir / NOTEBOOK_FILE), parameters=params, kernel_name=KERNEL_NAME,
+                cwd=str(run_dir), progress_bar=False, log_output=False, shutdown_kernel="immediate",
+                engine_name=register_engine(), km=km)
     except PapermillExecutionError as exc:
         record.update(status="failed", error=f"{exc.ename}: {exc.evalue}", error_cell=exc.exec_count)
     except Exception as exc:  # noqa: BLE001 - a dead kernel, an unreadable notebook: keep going
