@@ -105,13 +105,34 @@ def test_per_class_bars_values_and_nan(onto: Ontology) -> None:
     df = pd.DataFrame({"teacher": [0.5, np.nan, 0.9], "student": [0.4, 0.6, 0.1]}, index=[3, 7, 12])
     fig = plots.per_class_bars(df, onto, ylabel="IoU", sort_by="student")
     ax = fig.axes[0]
-    assert [t.get_text() for t in ax.get_xticklabels()] == [onto.names[7], onto.names[3], onto.names[12]]
-    heights = _bar_heights(ax)
-    np.testing.assert_allclose(heights[:3], [np.nan, 0.5, 0.9])
-    np.testing.assert_allclose(heights[3:], [0.6, 0.4, 0.1])
-    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["teacher", "student"]
+    assert [t.get_text() for t in ax.get_yticklabels()] == [onto.names[7], onto.names[3], onto.names[12]]
+    assert ax.get_ylim()[0] > ax.get_ylim()[1]  # first class on top
+    widths = np.array([p.get_width() for p in ax.patches])  # horizontal bars: the value is the width
+    np.testing.assert_allclose(widths[:3], [np.nan, 0.5, 0.9])
+    np.testing.assert_allclose(widths[3:], [0.6, 0.4, 0.1])
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["teacher", "student"]
+    assert ax.get_xlabel() == "IoU"
     with pytest.raises(ValueError, match="nope"):
         plots.per_class_bars(df, columns=["nope"])
+
+
+@pytest.mark.parametrize("n", [3, 64])
+def test_per_class_bars_labels_are_never_cut_off(onto: Ontology, tmp_path: Path, n: int) -> None:
+    from PIL import Image
+
+    longest = max(range(64), key=lambda i: len(onto.names[i]))
+    ids = sorted({longest, *range(n)})[:n]
+    df = pd.DataFrame({"student": np.linspace(1, 0, n), "baseline": np.full(n, 0.1)}, index=ids)
+    fig = plots.per_class_bars(df, onto, columns=["student", "baseline"], ylabel="IoU", ylim=(0, 1))
+    path = plots.save_figure(fig, tmp_path / "bars.png")
+    renderer = fig.canvas.get_renderer() if hasattr(fig.canvas, "get_renderer") else fig._get_renderer()
+    page = fig.bbox
+    labels = fig.axes[0].get_yticklabels()
+    assert [t.get_text() for t in labels] == [onto.names[i] for i in ids]
+    for t in [*labels, *fig.legends[0].get_texts(), fig.axes[0].xaxis.label]:
+        box = t.get_window_extent(renderer)
+        assert page.x0 <= box.x0 and box.x1 <= page.x1 and page.y0 <= box.y0 and box.y1 <= page.y1, t.get_text()
+    assert Image.open(path).size[0] == round(plots.PAGE_WIDTH_IN * 100)  # same width for 3 or 64 classes
 
 
 def test_training_curves_from_jsonl(tmp_path: Path) -> None:

@@ -54,15 +54,23 @@ __all__ = [
 ]
 
 
+PAGE_WIDTH_IN = 7.5  # per-class figures are this wide: a report page shows them unscaled, nothing cut off
+
+
 def per_class_bars(df: pd.DataFrame, ontology: Ontology | None = None, *,
                    columns: Sequence[str] | None = None, ylabel: str = "",
                    title: str | None = None, sort_by: str | None = None,
                    ylim: tuple[float, float] | None = None) -> Figure:
-    """Grouped bars comparing ``columns`` of ``df`` per class (e.g. teacher vs student IoU).
+    """Grouped horizontal bars comparing ``columns`` of ``df`` per class (e.g. teacher vs student IoU).
+
+    One row per class, its name written horizontally on the left (never rotated, never cut off:
+    the figure is :data:`PAGE_WIDTH_IN` wide and grows in height with the number of classes),
+    first class on top; the legend sits above the plot.
 
     Args:
         df: one row per class; index = class ids (ints, named via ``ontology``) or names.
         columns: numeric columns to compare (default: all numeric columns). NaN -> no bar.
+        ylabel, ylim: label and limits of the value axis (horizontal).
         sort_by: a column to sort classes by (descending); default: the index order.
     """
     cols = list(columns) if columns is not None else list(df.select_dtypes("number").columns)
@@ -75,19 +83,19 @@ def per_class_bars(df: pd.DataFrame, ontology: Ontology | None = None, *,
     else:
         names = [str(i) for i in data.index]
     n, m = len(data), len(cols)
-    fig = Figure(figsize=(max(6.0, 0.28 * n * max(m, 2) / 2 + 2), 4.2), layout="constrained")
+    fig = Figure(figsize=(PAGE_WIDTH_IN, 1.3 + (0.1 + 0.07 * m) * max(n, 1)), layout="constrained")
     ax = fig.add_subplot()
-    x = np.arange(n)
-    width = 0.8 / m
+    y = np.arange(n)
+    height = 0.8 / m
     for j, col in enumerate(cols):
-        ax.bar(x - 0.4 + width * (j + 0.5), data[col].to_numpy(float), width, label=col)
-    ax.set_xticks(x, names, rotation=90, fontsize=7)
-    ax.set_xlim(-0.6, n - 0.4)
-    ax.set_ylabel(ylabel)
+        ax.barh(y - 0.4 + height * (j + 0.5), data[col].to_numpy(float), height, label=col)
+    ax.set_yticks(y, names, fontsize=8)
+    ax.set_ylim(n - 0.4, -0.6)  # first class on top
+    ax.set_xlabel(ylabel)
     if ylim is not None:
-        ax.set_ylim(*ylim)
-    ax.legend(fontsize=8)
-    ax.grid(axis="y", alpha=0.3)
+        ax.set_xlim(*ylim)
+    ax.grid(axis="x", alpha=0.3)
+    fig.legend(loc="outside upper center", ncols=min(m, 4), fontsize=8, frameon=False)
     if title:
         ax.set_title(title)
     return fig
