@@ -32,8 +32,21 @@ VENDORED_FILES: tuple[tuple[str, str], ...] = (
     ("@jupyter-widgets/html-manager/dist/embed.js.LICENSE.txt", "html-manager.LICENSE.txt"),
 )
 
+# The parameter cells (the notebook's defaults and papermill's injected values) are folded into a
+# collapsed <details>, so a page starts with what the run shows, not with its parameter listing.
 _TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
 {%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
+{%- block input_group -%}
+{%- set tags = cell.metadata.get('tags', []) -%}
+{%- if 'parameters' in tags or 'injected-parameters' in tags -%}
+<details class="goose-parameters"><summary>{{ 'parameters passed to this run' if 'injected-parameters' in tags
+  else 'parameters cell (the defaults)' }}</summary>
+{{ super() }}
+</details>
+{%- else -%}
+{{ super() }}
+{%- endif -%}
+{%- endblock input_group -%}
 """
 
 

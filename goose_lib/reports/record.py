@@ -25,3 +25,17 @@ def save_metrics(metrics: Mapping[str, Any], run_dir: str | os.PathLike = ".") -
 def load_metrics(run_dir: str | os.PathLike) -> dict[str, Any]:
     path = Path(run_dir) / METRICS_FILE
     return read_json(path) if path.exists() else {}
+
+
+def parameters_details(params: Mapping[str, Any], summary: str = "all parameters of this run") -> Any:
+    """A collapsed HTML section (``<details>``: a one-line summary, a name/value table when opened),
+    for the end of a notebook page: the run's parameters on record without a screenful of text
+    before its results. Returns an ``IPython.display.HTML`` (displayed as a cell's result)."""
+    import html
+
+    from IPython.display import HTML
+
+    rows = "".join(f"<tr><td><code>{html.escape(str(k))}</code></td><td><code>{html.escape(repr(v))}</code></td></tr>"
+                   for k, v in params.items())
+    return HTML(f'<details class="goose-parameters"><summary>{html.escape(summary)} ({len(params)})</summary>'
+                f"<table>{rows}</table></details>")

@@ -1,5 +1,5 @@
-"""What the training notebook shows next to the trained student: the majority-class baseline and a
-per-class comparison table."""
+"""What the training notebook shows next to the trained student: the majority-class baseline, a
+summary of the scores and a per-class comparison table (with each class's support)."""
 
 from __future__ import annotations
 
@@ -42,11 +42,26 @@ def majority_baseline(cfg: Any, *, protocol: EvalProtocol | None = None, progres
 
 def class_iou_table(results: dict[str, dict[str, Any]], ontology: Any) -> pd.DataFrame:
     """One row per class scored by any result, one column per result (``{name: Scores.to_dict()}``),
-    IoU values; index = class id, plus ``name`` and ``category`` columns."""
+    IoU values; index = class id, plus ``name``, ``category`` and ``support`` (the class's
+    ground-truth pixels in the scored labels, when the results carry it) columns.
+
+    Results scored on different labels (their supports differ) raise ``ValueError``."""
     table = pd.DataFrame({name: np.asarray(r["class_iou"], dtype=float) for name, r in results.items()})
     table.index.name = "class_id"
     table = table[table.notna().any(axis=1)]
+    supports = {name: r["support"] for name, r in results.items() if r.get("support") is not None}
+    if len({tuple(v) for v in supports.values()}) > 1:
+        raise ValueError(f"class_iou_table: results {sorted(supports)} were scored on different labels "
+                         "(their per-class supports differ)")
+    if supports:
+        table.insert(0, "support", np.asarray(next(iter(supports.values())), dtype=np.int64)[table.index])
     table.insert(0, "category", [ontology.classes[i].category for i in table.index])
     table.insert(0, "name", [ontology.classes[i].name for i in table.index])
     return table
 
+
+
+def scores_summary(results: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    """One row per result (``{name: Scores.to_dict()}``): composite, mIoU and category mIoU."""
+    keys = ("composite", "miou", "category_miou")
+    return pd.DataFrame([[r[k] for k in keys] for r in results.values()], index=list(results), columns=list(keys))
