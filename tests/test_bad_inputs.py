@@ -43,7 +43,7 @@ def test_jpeg_saved_as_labelids_png_is_an_error_naming_the_file(root: Path) -> N
     with pytest.raises(DataError) as err:
         read_label(s.labelids)
     assert str(err.value).startswith(f"{s.labelids}: label map is a JPEG file, not a PNG")
-    n, problems = check_root(root, ["train"], progress=False)
+    _n, problems = check_root(root, ["train"], progress=False)
     assert [p.split(": ")[0] for p in problems] == [str(s.labelids)]
     assert "lossless PNG" in problems[0]
 
@@ -115,8 +115,8 @@ def test_symlink_loop_on_an_image_in_check_and_stats(root: Path, capsys: pytest.
     s = _first(root)
     _loop(s.image)
     n, problems = check_root(root, ["train"], progress=False)
-    assert n == 8 and problems == [f"{s.image}: image file is a symbolic link loop (Too many levels of symbolic "
-                                   "links); fix or remove the link"]
+    assert n == 8 and problems == [(f"{s.image}: image file is a symbolic link loop (Too many levels of symbolic "
+                                   "links); fix or remove the link")]
     with pytest.raises(DataError, match=f"^{s.image}: image file is a symbolic link loop"):
         load_sample(s)
     with pytest.raises(DataError, match=f"^{s.image}: image file is a symbolic link loop"):
@@ -137,8 +137,8 @@ def test_symlink_loop_on_a_label_file(root: Path) -> None:
     s = _first(root)
     _loop(s.labelids)
     _, problems = check_root(root, ["train"], progress=False)
-    assert problems == [f"{s.labelids}: label map file is a symbolic link loop (Too many levels of symbolic "
-                        "links); fix or remove the link"]
+    assert problems == [(f"{s.labelids}: label map file is a symbolic link loop (Too many levels of symbolic "
+                        "links); fix or remove the link")]
 
 
 # --- 9: an unreadable file says "permission denied" ----------------------------------------------------
@@ -168,8 +168,8 @@ def test_unreadable_file_says_permission_denied(root: Path, monkeypatch: pytest.
     _deny(monkeypatch, path)
     what = "image" if which == "image" else "label map"
     _, problems = check_root(root, ["train"], progress=False)
-    assert problems == [f"{path}: cannot read {what}: permission denied; make the file readable (chmod / chown), "
-                        "it is not corrupt"]
+    assert problems == [(f"{path}: cannot read {what}: permission denied; make the file readable (chmod / chown), "
+                        "it is not corrupt")]
     with pytest.raises(DataError, match="permission denied") as err:
         compute_stats(root, "train", workers=1, progress=False, use_cache=False)
     assert str(err.value).startswith(str(path)) and "corrupt or truncated" not in str(err.value)

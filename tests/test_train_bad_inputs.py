@@ -11,8 +11,8 @@ from safetensors.torch import load_file
 
 from goose_lib.data.decode import DataError
 from goose_lib.train import checkpoint as ckpt
-from goose_lib.train.losses import segmentation_loss
 from goose_lib.train.loop import TrainConfig, train
+from goose_lib.train.losses import segmentation_loss
 
 
 @pytest.fixture(scope="module")
