@@ -10,14 +10,14 @@ import torch
 from safetensors.torch import load_file
 
 from goose_lib.data.decode import DataError
-from goose_lib.train import checkpoint as ckpt
+from goose_lib.models import checkpoint as ckpt
 from goose_lib.train.loop import TrainConfig, train
 from goose_lib.train.losses import segmentation_loss
 
 
 @pytest.fixture(scope="module")
 def small_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from goose_lib.models.sam3 import build_tiny_checkpoint
+    from goose_lib.models.tiny import build_tiny_checkpoint
 
     return build_tiny_checkpoint(tmp_path_factory.mktemp("ck112") / "sam3", image_size=112)
 
@@ -44,7 +44,7 @@ def test_cli_nan_loss_prints_the_message_keeps_the_checkpoint_exits_2(tiny_root,
     assert main(_args(tiny_root, small_ckpt, out, "--steps", "4")) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err
-    assert err.startswith(f"goose: train: {out}: training stopped, loss is nan at step 3")
+    assert err.startswith(f"goose train: {out}: training stopped, loss is nan at step 3")
     assert f"last good checkpoint: {out / 'checkpoints' / 'step_0000002'}" in err and "grad_clip" in err
     good = ckpt.find_latest(out)
     assert good.name == "step_0000002"  # the last good one, nothing written for step 3

@@ -67,10 +67,11 @@ def test_sam3_loaders_name_the_file_and_the_problem(tiny_checkpoint: Path, tmp_p
 
 
 def test_student_checkpoint_with_truncated_weights(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    from goose_lib.models import checkpoint as ckpt
     from goose_lib.models.student import StudentConfig, build_student
-    from goose_lib.train import checkpoint as ckpt
+    from goose_lib.train.checkpoint import restore_training
 
-    student = build_student(StudentConfig(checkpoint=str(tiny_checkpoint), decoder_channels=8))
+    student = build_student(StudentConfig(sam3_checkpoint=str(tiny_checkpoint), decoder_channels=8))
     folder = ckpt.save_student(tmp_path / "student", student, params={}, extra_state={})
     assert isinstance(ckpt.load_student(folder), torch.nn.Module)  # the good folder loads
     path = _damage(folder, "half")
@@ -78,7 +79,7 @@ def test_student_checkpoint_with_truncated_weights(tiny_checkpoint: Path, tmp_pa
         ckpt.load_student(folder)
     _damage(folder, "torch.save")
     with pytest.raises(WeightsFileError, match=f"^{path}: not a safetensors file .*zip archive"):
-        ckpt.restore_training(folder, student, None, None, ema_model=None)  # type: ignore[arg-type]
+        restore_training(folder, student, None, None, ema_model=None)  # type: ignore[arg-type]
 
 
 def test_cli_train_and_teacher_print_the_message(tiny_root: Path, tiny_checkpoint: Path, tmp_path: Path,
@@ -88,7 +89,7 @@ def test_cli_train_and_teacher_print_the_message(tiny_root: Path, tiny_checkpoin
     folder = Path(shutil.copytree(tiny_checkpoint, tmp_path / "sam3"))
     path = _damage(folder, "pickle")
     capsys.readouterr()
-    assert main(["teacher", str(tiny_root), "--split", "val", "--checkpoint", str(folder), "--limit", "1",
+    assert main(["teacher", "--data-root", str(tiny_root), "--split", "val", "--sam3-checkpoint", str(folder), "--limit", "1",
                  "--cache-dir", str(tmp_path / "cache"), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"goose teacher: {path}: not a safetensors file") and "Traceback" not in err
