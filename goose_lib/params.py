@@ -15,7 +15,7 @@ Inputs (data roots, SAM3 and student checkpoints) are declared with
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 from goose_lib.config import DataConfig, EvalProtocol, VoidProtocol, input_param
 from goose_lib.infer.config import TTAConfig
@@ -69,6 +69,8 @@ class TrainingParams(TrainConfig):
 
     out_dir: str = "."  # run folder: metrics.jsonl, checkpoints/, figures
     progress: bool = True  # progress bars
+
+    RESUME_DIRS: ClassVar[tuple[str, ...]] = ("training",)  # kept for an interrupted run to resume from
 
 
 @dataclass(frozen=True)
@@ -129,9 +131,12 @@ class TeacherParams:
     checkpoint: str = input_param("checkpoint", UNTRAINED)  # student checkpoint / run folder; "untrained" = labelled so
     data_root: str = input_param("data_root", _DATA.data_root)  # "embedded" or a GOOSE download
     train_split: str = "train"  # split cached for distillation (and used for adaptation)
-    compare_split: str = "val"  # labelled split of the comparison
+    compare_split: str = "train"  # labelled split the classes are selected on (never the reported val)
+    compare_holdout: float = 0.25  # selection on this fraction of compare_split's scenarios; 0 = all
+    holdout_seed: int = 0  # which scenarios are held out (fixed across the runs' seeds)
     train_limit: int | None = None  # first N training samples cached; None = all
     compare_limit: int | None = None  # first N comparison samples; None = all
+    exclude_scenarios: tuple[str, ...] = _DATA.exclude_scenarios  # scenario folders left out of every step
     cache_dir: str = ""  # teacher cache root; "" = <GOOSE_SAM3_HOME>/teacher-cache (keyed, shared)
     min_area: int = _BOXES.min_area  # boxes: objects below this many pixels get no box
     box_margin: float = _BOXES.margin  # boxes: widen by this fraction of the box size per side
@@ -163,7 +168,9 @@ class TeacherParams:
         if self.adapt_steps < -1:
             raise ValueError(f"adapt_steps must be -1 (auto) or >= 0, got {self.adapt_steps}")
         if self.compare_split == "test":
-            raise ValueError("compare_split 'test' has no labels; compare on 'val' (or 'train')")
+            raise ValueError("compare_split 'test' has no labels; compare on 'train' (held-out scenarios) or 'val'")
+        if not 0 <= self.compare_holdout < 1:
+            raise ValueError(f"compare_holdout must be in [0, 1), got {self.compare_holdout}")
         self.box_params(), self.teacher_config(), self.adapt_config(), self.selection_rule()  # validate
 
     def box_params(self) -> BoxParams:

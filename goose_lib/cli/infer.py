@@ -19,6 +19,17 @@ def _protocol_arg(p: argparse.ArgumentParser) -> None:
                    help=f"void handling (see goose_lib.config.EvalProtocol; default {EvalProtocol().void})")
 
 
+def _exclude_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--exclude-scenarios", nargs="+", default=[], metavar="SCENARIO",
+                   help="scenario folders left out (e.g. 2023-05-17_neubiberg_sunny, misaligned labels)")
+
+
+def _data_config(args: argparse.Namespace, limit: int | None = None) -> Any:
+    from goose_lib.config import DataConfig
+
+    return DataConfig(data_root=args.data_root, exclude_scenarios=tuple(args.exclude_scenarios), limit=limit)
+
+
 def _split_arg(p: argparse.ArgumentParser, default: str, what: str) -> None:
     p.add_argument("--split", default=default, help=f"{what} (default {default})")
 
@@ -30,6 +41,7 @@ def _student_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help='student checkpoint folder, a training run folder '
                    '(its newest checkpoint), a notebook run of 03_training, or "untrained"')
     data_root_arg(p)
+    _exclude_arg(p)
     add_field_options(p, TTAConfig, skip=("mode",))
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     progress_arg(p)
@@ -58,6 +70,7 @@ def add_score(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("score", help="score predictions in the submission layout against a split")
     p.add_argument("pred_dir", help="folder (or zip) of <scenario>/<stem>_labelids.png predictions")
     data_root_arg(p)
+    _exclude_arg(p)
     _split_arg(p, "val", "labelled split the predictions are scored against")
     _protocol_arg(p)
     p.add_argument("--json", action="store_true", help="print the scores as JSON on stdout")
@@ -71,8 +84,8 @@ def cmd_score(args: argparse.Namespace) -> int:
     from goose_lib.infer.submission import score_predictions
     from goose_lib.metrics import format_scores
 
-    scores = score_predictions(args.pred_dir, args.data_root, split=args.split,
-                               protocol=EvalProtocol(args.protocol)).to_dict()
+    scores = score_predictions(args.pred_dir, args.data_root, split=args.split, protocol=EvalProtocol(args.protocol),
+                               config=_data_config(args)).to_dict()
     print(json.dumps(scores) if args.json else format_scores({args.pred_dir: scores}))
     return 0
 
@@ -93,14 +106,14 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import json
 
-    from goose_lib.config import DataConfig, EvalProtocol
+    from goose_lib.config import EvalProtocol
     from goose_lib.data.dataset import GooseDataset
     from goose_lib.infer.evaluate import evaluate
     from goose_lib.metrics import format_scores
 
     modes = _modes(args)
     model = _student(args)
-    dataset = GooseDataset(args.data_root, args.split, config=DataConfig(limit=args.limit))
+    dataset = GooseDataset(args.data_root, args.split, config=_data_config(args, args.limit))
     result = evaluate(model, dataset, modes, EvalProtocol(args.protocol), workers=args.workers,
                       progress=not args.no_progress)
     paths = result.save(args.out or f"eval_{args.split}")
@@ -133,7 +146,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     shard = parse_shard(args.shard) if args.shard else None
     model = _student(args)
     out = write_predictions(model, args.data_root, args.out, split=args.split, tta=tta, shard=shard,
-                            progress=not args.no_progress)
+                            config=_data_config(args), progress=not args.no_progress)
     print(f"predictions of split {args.split} ({tta.name}; {model.description}) in {out}"
           + (f" (shard {args.shard})" if shard else ""))
     return 0
@@ -154,7 +167,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     modes = _modes(args)
     tta = modes.get("multiscale", modes["single"])
     model = _student(args)
-    out = write_submission(model, args.data_root, args.out, split=args.split, tta=tta,
+    out = write_submission(model, args.data_root, args.out, split=args.split, tta=tta, config=_data_config(args),
                            progress=not args.no_progress)
     print(f"wrote {out} for split {args.split} ({tta.name}; {model.description}); validated")
     return 0

@@ -47,6 +47,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def add_teacher(sub: argparse._SubParsersAction) -> None:
+    from goose_lib.params import TeacherParams
     from goose_lib.teacher.config import AdaptConfig, BoxParams, SelectionRule, TeacherConfig
 
     p = sub.add_parser("teacher", help="compute / cache SAM3 box-prompted teacher masks for a split",
@@ -62,6 +63,11 @@ def add_teacher(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--boxes", choices=("gt", "prediction"), default="gt",
                    help="prompt boxes from the labels (gt) or from the student's prediction (unlabelled splits)")
     p.add_argument("--limit", type=int, help="first N samples of the split")
+    p.add_argument("--exclude-scenarios", nargs="+", default=[], metavar="SCENARIO",
+                   help="scenario folders left out of every step (adaptation, cache, comparison)")
+    p.add_argument("--holdout", type=float, default=TeacherParams().compare_holdout,
+                   help="--compare on this fraction of the split's scenarios (fixed, seeded; 0 = all; "
+                        f"default {TeacherParams().compare_holdout})")
     p.add_argument("--shard", metavar="I/N", help="only samples I::N (a cluster job array's share)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--compare", metavar="OUT", help="also compare with the student and write the selection to OUT")
@@ -100,13 +106,15 @@ def cmd_teacher(args: argparse.Namespace) -> int:
         teacher_cfg=validated(TeacherConfig, given(args, TeacherConfig)), box_params=validated(BoxParams, box),
         adapt=validated(AdaptConfig, {"steps": opts["adapt_steps"]} if "adapt_steps" in opts else {}),
         box_source=args.boxes, student=student, compare_split=args.split if args.compare else None,
-        compare_limit=args.limit, rule=validated(SelectionRule, rule), out_dir=args.compare,
+        compare_limit=args.limit, compare_holdout=args.holdout, exclude_scenarios=tuple(args.exclude_scenarios),
+        rule=validated(SelectionRule, rule), out_dir=args.compare,
         shard=parse_shard(args.shard) if args.shard else (0, 1), device=args.device, progress=not args.no_progress)
     rep = run.caches[args.split]
     summary = {"cache": str(rep.folder), "sam3_checkpoint": str(run.teacher_checkpoint), "split": args.split,
                "total": rep.total, "computed": rep.computed, "reused": rep.reused}
     if args.compare:
-        summary.update(selection=str(run.selection_file), selected_classes=run.selected)
+        summary.update(selection=str(run.selection_file), selected_classes=run.selected,
+                       selection_split=run.selection_split)
     if args.json:
         print(json.dumps(summary))
     else:

@@ -168,7 +168,7 @@ def save_adapted(model: torch.nn.Module, base: str | os.PathLike, out: str | os.
 def prepare_teacher_checkpoint(sam3_checkpoint: str, data_root: str, *, cfg: AdaptConfig | None = None,
                                box_params: BoxParams = DEFAULT_BOXES, split: str = "train",
                                out_root: str | os.PathLike | None = None, device: str = "auto",
-                               progress: bool = True) -> str | Path:
+                               exclude_scenarios: Sequence[str] = (), progress: bool = True) -> str | Path:
     """The teacher's SAM3 checkpoint: ``sam3_checkpoint`` itself (as given) when ``cfg.steps == 0``, else an
     adapted copy under ``out_root`` (default ``paths.home()/"teacher-adapted"``), named by a hash
     of the base fingerprint, the data root, ``cfg`` and ``box_params``; reused when it exists."""
@@ -182,9 +182,10 @@ def prepare_teacher_checkpoint(sam3_checkpoint: str, data_root: str, *, cfg: Ada
     cfg = cfg or AdaptConfig()
     if cfg.steps == 0:
         return sam3_checkpoint
-    samples = index_split(data_root, split)
+    samples = index_split(data_root, split, exclude_scenarios=exclude_scenarios)
     root = str(data_root) if is_embedded(data_root) else str(Path(data_root).resolve())
     tag = sha256_json({"base": checkpoint_fingerprint(sam3_checkpoint), "root": root, "split": split,
+                       **({"exclude": sorted(exclude_scenarios)} if exclude_scenarios else {}),
                        "adapt": to_dict(cfg), "boxes": to_dict(box_params)})[:16]
     out = Path(out_root) if out_root is not None else paths.home() / "teacher-adapted"
     out = out / f"adapted-{tag}"

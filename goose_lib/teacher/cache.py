@@ -202,7 +202,8 @@ def build_teacher_cache(samples: Sequence[Any], cache_root: str | os.PathLike, *
 def cache_split(sam3_checkpoint: str | os.PathLike, data_root: str, split: str, cache_root: str | os.PathLike, *,
                 teacher_cfg: TeacherConfig = DEFAULT_TEACHER, box_params: BoxParams = DEFAULT_BOXES,
                 box_source: Literal["gt", "prediction"] = "gt", predictor: Callable[[np.ndarray], np.ndarray] | None = None,
-                predictor_id: str = "", limit: int | None = None, shard: tuple[int, int] = (0, 1),
+                predictor_id: str = "", limit: int | None = None, exclude_scenarios: Sequence[str] = (),
+                shard: tuple[int, int] = (0, 1),
                 device: str = "auto", progress: bool = True) -> CacheReport:
     """Teacher outputs for a split; the model is loaded only when an item is missing.
 
@@ -217,7 +218,7 @@ def cache_split(sam3_checkpoint: str | os.PathLike, data_root: str, split: str, 
 
     if box_source == "prediction" and (predictor is None or not predictor_id):
         raise ValueError("cache_split: box_source='prediction' needs a predictor and its predictor_id")
-    samples = index_split(data_root, split, limit=limit)
+    samples = index_split(data_root, split, exclude_scenarios=exclude_scenarios, limit=limit)
     return build_teacher_cache(samples, cache_root, fingerprint=checkpoint_fingerprint(sam3_checkpoint),
                                teacher=lambda: load_teacher(sam3_checkpoint, cfg=teacher_cfg, device=device),
                                teacher_cfg=teacher_cfg, box_params=box_params, box_source=box_source,
