@@ -149,6 +149,19 @@ def test_zip_of_a_limited_split_and_folder_validation(tiny_root: Path, tmp_path:
         validate_submission(z, tiny_root, split="val")  # the full split needs all 4
 
 
+def _assert_provenance(path: Path, command: str, data_root: Path, checkpoint: Path) -> None:
+    """The same record as a notebook run: code version, parameters hash, content fingerprints of the
+    data root and the student checkpoint, library versions, device, wall time."""
+    from goose_lib.reports import provenance
+
+    rec = json.loads(path.read_text())
+    assert rec["notebook"] == command and rec["params_sha256"] == provenance.params_hash(rec["params"])
+    assert {"commit", "dirty"} <= set(rec["code"]) and rec["libraries"]["torch"] and rec["wall_s"] >= 0
+    assert rec["inputs"]["data"]["data_root"] == provenance.data_fingerprint(data_root)
+    assert rec["inputs"]["checkpoints"]["checkpoint"] == provenance.checkpoint_hash(checkpoint)
+    assert rec["device"]["device"] == "cpu"
+
+
 @pytest.mark.slow
 def test_cli_evaluate_and_submit_with_a_student_checkpoint(tiny_root: Path, tiny_checkpoint: Path,
                                                           tmp_path: Path) -> None:
@@ -164,9 +177,11 @@ def test_cli_evaluate_and_submit_with_a_student_checkpoint(tiny_root: Path, tiny
     assert set(summary["modes"]) == {"single", "multiscale"} and summary["images"] == 1
     # scale 1 multiscale == single
     assert summary["modes"]["single"]["class_iou"] == summary["modes"]["multiscale"]["class_iou"]
+    _assert_provenance(ev / "provenance.json", "goose evaluate", tiny_root, ckpt)
     out = tmp_path / "s.zip"
     assert main(["submit", "--checkpoint", str(ckpt), "--data-root", str(tiny_root), "--out", str(out), "--no-progress"]) == 0
     assert validate_submission(out, tiny_root) == 3
+    _assert_provenance(Path(f"{out}.provenance.json"), "goose submit", tiny_root, ckpt)
     shutil.rmtree(ckpt)
     assert main(["submit", "--checkpoint", str(ckpt), "--data-root", str(tiny_root), "--out", str(out)]) == 2
 

@@ -305,5 +305,12 @@ def test_cli_train_runs_headless(tiny_root, small_ckpt, tmp_path) -> None:
     assert rc == 0
     run = ckpt.load_run(ckpt.find_latest(out))
     assert run["params"]["scale_range"] == [0.75, 1.5] and run["params"]["steps"] == 1
+    from goose_lib.reports import provenance
+
+    rec = json.loads((out / "provenance.json").read_text())  # as a notebook run records
+    assert rec["notebook"] == "goose train" and rec["seed"] == 0 and rec["params"]["steps"] == 1
+    assert rec["params_sha256"] == provenance.params_hash(rec["params"])
+    assert rec["inputs"]["data"]["data_root"] == provenance.data_fingerprint(tiny_root)
+    assert rec["inputs"]["checkpoints"]["sam3_checkpoint"] == provenance.checkpoint_hash(small_ckpt)
     assert main(["train", "--out-dir", str(out), "--batch-size", "0"]) == 2
     assert to_dict(TrainConfig())["distill_classes"] == []

@@ -5,9 +5,19 @@ resumable and shardable), ``submit`` (a validated challenge zip)."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
-from goose_lib.cli.common import add_field_options, data_root_arg, given, progress_arg, validated
+from goose_lib.cli.common import (
+    INPUT_KINDS,
+    add_field_options,
+    command_params,
+    data_root_arg,
+    given,
+    progress_arg,
+    provenance,
+    validated,
+)
 
 
 def _protocol_arg(p: argparse.ArgumentParser) -> None:
@@ -112,11 +122,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from goose_lib.metrics import format_scores
 
     modes = _modes(args)
-    model = _student(args)
-    dataset = GooseDataset(args.data_root, args.split, config=_data_config(args, args.limit))
-    result = evaluate(model, dataset, modes, EvalProtocol(args.protocol), workers=args.workers,
-                      progress=not args.no_progress)
-    paths = result.save(args.out or f"eval_{args.split}")
+    with provenance("goose evaluate", command_params(args), INPUT_KINDS, device=args.device) as prov:
+        model = _student(args)
+        dataset = GooseDataset(args.data_root, args.split, config=_data_config(args, args.limit))
+        result = evaluate(model, dataset, modes, EvalProtocol(args.protocol), workers=args.workers,
+                          progress=not args.no_progress)
+        paths = result.save(args.out or f"eval_{args.split}")
+        prov["path"] = Path(paths["summary"]).parent / "provenance.json"
     if args.json:
         print(json.dumps(result.to_dict()))
     else:
@@ -144,9 +156,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     modes = _modes(args)
     tta = modes.get("multiscale", modes["single"])
     shard = parse_shard(args.shard) if args.shard else None
-    model = _student(args)
-    out = write_predictions(model, args.data_root, args.out, split=args.split, tta=tta, shard=shard,
-                            config=_data_config(args), progress=not args.no_progress)
+    with provenance("goose predict", command_params(args), INPUT_KINDS, device=args.device) as prov:
+        model = _student(args)
+        out = write_predictions(model, args.data_root, args.out, split=args.split, tta=tta, shard=shard,
+                                config=_data_config(args), progress=not args.no_progress)
+        # hidden: the folder holds predictions only (shards write their own record)
+        prov["path"] = Path(out) / (f".goose_provenance.{shard[0]}-{shard[1]}.json" if shard else ".goose_provenance.json")
     print(f"predictions of split {args.split} ({tta.name}; {model.description}) in {out}"
           + (f" (shard {args.shard})" if shard else ""))
     return 0
@@ -166,9 +181,11 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
     modes = _modes(args)
     tta = modes.get("multiscale", modes["single"])
-    model = _student(args)
-    out = write_submission(model, args.data_root, args.out, split=args.split, tta=tta, config=_data_config(args),
-                           progress=not args.no_progress)
+    with provenance("goose submit", command_params(args), INPUT_KINDS, device=args.device) as prov:
+        model = _student(args)
+        out = write_submission(model, args.data_root, args.out, split=args.split, tta=tta,
+                               config=_data_config(args), progress=not args.no_progress)
+        prov["path"] = Path(f"{out}.provenance.json")  # beside the zip (the zip holds predictions only)
     print(f"wrote {out} for split {args.split} ({tta.name}; {model.description}); validated")
     return 0
 

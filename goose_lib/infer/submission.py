@@ -85,7 +85,7 @@ def _entries(path: Path) -> Iterator[tuple[str, bytes | Path]]:
     """(relative name, bytes or file path) of every file in a zip or folder."""
     if path.is_dir():
         for f in sorted(path.rglob("*")):
-            if f.is_file() and f.name != MANIFEST:
+            if f.is_file() and not f.name.startswith("."):  # the manifest, provenance records
                 yield f.relative_to(path).as_posix(), f
         return
     try:
