@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,7 +59,8 @@ def trainable_names(model: torch.nn.Module) -> list[str]:
 
 
 def prepare_examples(model: torch.nn.Module, samples: Sequence[Any], box_params: BoxParams,
-             no_memory_level: str, progress: bool) -> list[dict[str, Any]]:
+             no_memory_level: str, progress: bool, instance_classes: Collection[int] | None = None
+             ) -> list[dict[str, Any]]:
     """Per image: embeddings (computed once), model-frame boxes (n,4) and target masks (n,4g,4g)."""
     from tqdm.auto import tqdm
 
@@ -73,7 +74,8 @@ def prepare_examples(model: torch.nn.Module, samples: Sequence[Any], box_params:
         item = load_sample(s)
         if item.get("label") is None:
             continue
-        bs = boxes_from_labels(item["label"], item.get("instances"), params=box_params, return_masks=True)
+        bs = boxes_from_labels(item["label"], item.get("instances"), params=box_params, return_masks=True,
+                               instance_classes=instance_classes)
         if len(bs) == 0:
             continue
         emb = [e.detach() for e in encode_image(model, preprocess(item["image"], size).to(dev), no_memory_level)]
@@ -132,14 +134,16 @@ def _box_loss(logits: torch.Tensor, iou_pred: torch.Tensor, target: torch.Tensor
 
 
 def adapt_teacher(model: torch.nn.Module, samples: Sequence[Any], cfg: AdaptConfig,
-                  box_params: BoxParams = DEFAULT_BOXES, *, progress: bool = True) -> list[float]:
-    """Fine-tune ``model`` (a Sam3TrackerModel) in place; returns the loss per step."""
+                  box_params: BoxParams = DEFAULT_BOXES, *, instance_classes: Collection[int] | None = None,
+                  progress: bool = True) -> list[float]:
+    """Fine-tune ``model`` (a Sam3TrackerModel) in place; returns the loss per step.
+    ``instance_classes``: as in :func:`~goose_lib.teacher.boxes.boxes_from_labels`."""
     from tqdm.auto import tqdm
 
     if cfg.steps == 0:
         return []
     samples = list(samples)[: cfg.limit] if cfg.limit else list(samples)
-    data = prepare_examples(model, samples, box_params, cfg.no_memory_level, progress)
+    data = prepare_examples(model, samples, box_params, cfg.no_memory_level, progress, instance_classes)
     if not data:
         raise ValueError("adapt_teacher: no training sample has a box; nothing to adapt on")
     names = set(trainable_names(model))
@@ -233,5 +237,8 @@ def prepare_teacher_checkpoint(checkpoint: str, data_root: str, *, cfg: AdaptCon
     if (out / "config.json").is_file():
         return out
     model = load_tracker(base, device=paths.resolve_device(device))
-    adapt_teacher(model, index_split(root, split), cfg, box_params, progress=progress)
+    from goose_lib.ontology import Ontology
+
+    adapt_teacher(model, index_split(root, split), cfg, box_params,
+                  instance_classes=Ontology.load(root).instance_classes, progress=progress)
     return save_adapted(model, base, out)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -54,11 +54,16 @@ class TeacherCacheError(ValueError):
 
 
 def cache_key(fingerprint: str, teacher_cfg: TeacherConfig = DEFAULT_TEACHER, box_params: BoxParams = DEFAULT_BOXES,
-              *, box_source: Literal["gt", "prediction"] = "gt", predictor_id: str = "") -> dict[str, Any]:
-    """Everything a cached result depends on, as a JSON-ready dict."""
-    return {"version": CACHE_VERSION, "checkpoint_fingerprint": fingerprint,
-            "teacher": teacher_cfg.result_key(), "boxes": to_dict(box_params), "box_source": box_source,
-            "predictor_id": predictor_id if box_source == "prediction" else ""}
+              *, box_source: Literal["gt", "prediction"] = "gt", predictor_id: str = "",
+              instance_classes: Collection[int] | None = None) -> dict[str, Any]:
+    """Everything a cached result depends on, as a JSON-ready dict (``instance_classes`` only
+    when given and the boxes come from ground truth)."""
+    key = {"version": CACHE_VERSION, "checkpoint_fingerprint": fingerprint,
+           "teacher": teacher_cfg.result_key(), "boxes": to_dict(box_params), "box_source": box_source,
+           "predictor_id": predictor_id if box_source == "prediction" else ""}
+    if instance_classes is not None and box_source == "gt":
+        key["instance_classes"] = sorted(int(c) for c in instance_classes)
+    return key
 
 
 def key_dir(cache_root: str | os.PathLike, key: dict[str, Any]) -> Path:
@@ -158,13 +163,15 @@ def build_teacher_cache(samples: Sequence[Any], cache_root: str | os.PathLike, *
                         box_params: BoxParams = DEFAULT_BOXES, box_source: Literal["gt", "prediction"] = "gt",
                         predict_fn: Callable[[np.ndarray], np.ndarray] | None = None, predictor_id: str = "",
                         shard: tuple[int, int] = (0, 1), num_classes: int = 64,
-                        progress: bool = True) -> CacheReport:
+                        instance_classes: Collection[int] | None = None, progress: bool = True) -> CacheReport:
     """Compute missing teacher items of ``samples`` (``data.layout.Sample``) under ``cache_root``.
 
     ``teacher``: a ``prompt.Teacher`` or a zero-argument factory returning one, called only if
     something must be computed (a fully cached split loads no model). ``box_source="prediction"``
     needs ``predict_fn`` (image HxWx3 uint8 -> HxW uint8) and a ``predictor_id`` naming it
-    (e.g. the student checkpoint's hash) for the key.
+    (e.g. the student checkpoint's hash) for the key. ``instance_classes``: classes whose instance
+    ids make ground-truth boxes (the dataset's :attr:`Ontology.instance_classes`; None = every
+    class's); part of the key when given.
     """
     from tqdm.auto import tqdm
 
@@ -175,7 +182,8 @@ def build_teacher_cache(samples: Sequence[Any], cache_root: str | os.PathLike, *
         raise ValueError(f"shard must be (i, n) with 0 <= i < n, got {shard}")
     if box_source == "prediction" and (predict_fn is None or not predictor_id):
         raise ValueError("box_source='prediction' needs predict_fn and predictor_id")
-    key = cache_key(fingerprint, teacher_cfg, box_params, box_source=box_source, predictor_id=predictor_id)
+    key = cache_key(fingerprint, teacher_cfg, box_params, box_source=box_source, predictor_id=predictor_id,
+                    instance_classes=instance_classes)
     key_hash = sha256_json(key)
     folder = key_dir(cache_root, key)
     if (folder / MANIFEST).exists():
@@ -197,7 +205,8 @@ def build_teacher_cache(samples: Sequence[Any], cache_root: str | os.PathLike, *
         if box_source == "gt":
             if item.get("label") is None:
                 raise TeacherCacheError(f"{s.image}: no label for ground-truth boxes; use box_source='prediction'")
-            boxes = boxes_from_labels(item["label"], item.get("instances"), params=box_params)
+            boxes = boxes_from_labels(item["label"], item.get("instances"), params=box_params,
+                                      instance_classes=instance_classes)
         else:
             boxes = boxes_from_prediction(predict_fn(item["image"]), params=box_params)
         maps = model.predict([item["image"]], [boxes])[0]
@@ -226,8 +235,11 @@ def cache_split(checkpoint: str | os.PathLike, data_root: str, split: str, cache
     from goose_lib.models.sam3 import checkpoint_fingerprint
     from goose_lib.teacher.prompt import load_teacher
 
+    from goose_lib.ontology import Ontology
+
     ckpt = paths.resolve_checkpoint(checkpoint)
-    samples = index_split(paths.resolve_data_root(data_root), split, limit=limit)
+    root = paths.resolve_data_root(data_root)
+    samples = index_split(root, split, limit=limit)
     predict_fn, predictor_id = None, ""
     if box_source == "prediction":
         from goose_lib.teacher.selection import student_id, student_predictor
@@ -237,4 +249,5 @@ def cache_split(checkpoint: str | os.PathLike, data_root: str, split: str, cache
     return build_teacher_cache(samples, cache_root, fingerprint=checkpoint_fingerprint(ckpt),
                                teacher=lambda: load_teacher(str(ckpt), cfg=teacher_cfg, device=device),
                                teacher_cfg=teacher_cfg, box_params=box_params, box_source=box_source,
-                               predict_fn=predict_fn, predictor_id=predictor_id, shard=shard, progress=progress)
+                               predict_fn=predict_fn, predictor_id=predictor_id, shard=shard,
+                               instance_classes=Ontology.load(root).instance_classes, progress=progress)
