@@ -205,7 +205,7 @@ def test_check_root_reports_instance_anomalies(root: Path) -> None:
     label[2:4, :2], inst[2:4, :2] = ont.index("truck"), 60000  # ... and a few truck pixels
     Image.fromarray(inst.astype(np.uint16)).save(s.instanceids)
     Image.fromarray(label).save(s.labelids)
-    n, problems = check_root(root, ["train"], progress=False)
+    _, problems = check_root(root, ["train"], progress=False)
     mine = [p for p in problems if p.startswith(str(s.instanceids))]
     assert len(mine) == 2, problems
     assert "instance ids on classes without instances" in mine[0] and f"sky ({sky})" in mine[0]

@@ -34,7 +34,7 @@ def recorded(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
         def __enter__(self) -> None:
             self.prev, state["current"] = state["current"], self.index
 
-        def __exit__(self, *exc: Any) -> None:
+        def __exit__(self, *exc: object) -> None:
             state["current"] = self.prev
 
     def init_process_group(backend: str, **kw: Any) -> None:

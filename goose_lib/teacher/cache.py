@@ -233,9 +233,8 @@ def cache_split(checkpoint: str | os.PathLike, data_root: str, split: str, cache
     from goose_lib import paths
     from goose_lib.data.layout import index_split
     from goose_lib.models.sam3 import checkpoint_fingerprint
-    from goose_lib.teacher.prompt import load_teacher
-
     from goose_lib.ontology import Ontology
+    from goose_lib.teacher.prompt import load_teacher
 
     ckpt = paths.resolve_checkpoint(checkpoint)
     root = paths.resolve_data_root(data_root)
