@@ -72,9 +72,8 @@ def test_teacher_loader_names_damaged_full_size_tracker_keys(full) -> None:
     file["tracker_model.not_a_weight"] = (1,)
     problems = tracker_key_problems(file, full["tracker"])
     assert problems["missing_keys"] == ["mask_decoder.iou_token.weight"]
-    assert problems["mismatched_keys"] == [
-        f"tracker_model.prompt_encoder.point_embed.weight (9, 9) != "
-        f"{tuple(full['tracker'].state_dict()['prompt_encoder.point_embed.weight'].shape)}"]
+    shape = tuple(full["tracker"].state_dict()["prompt_encoder.point_embed.weight"].shape)
+    assert problems["mismatched_keys"] == [f"tracker_model.prompt_encoder.point_embed.weight (9, 9) != {shape}"]
     assert problems["unexpected_keys"] == ["tracker_model.not_a_weight"]
 
 

@@ -146,7 +146,7 @@ def file_shapes(files: list[Path]) -> dict[str, tuple[Path, tuple[int, ...]]]:
     out: dict[str, tuple[Path, tuple[int, ...]]] = {}
     for f in files:
         with safe_open(str(f), framework="pt") as sf:
-            for k in sf.keys():
+            for k in sf.keys():  # noqa: SIM118 - safe_open is not a dict
                 out[k] = (f, tuple(sf.get_slice(k).get_shape()))
     return out
 
