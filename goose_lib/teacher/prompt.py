@@ -26,6 +26,11 @@ counts only inside its own box. ``TeacherConfig.overlap``:
   other covering class has P >= ``mask_threshold`` within ``tie_margin`` of it; else 255.
 
 Outside every box: ``teacher_cls`` = ``teacher_region`` = 255 and ``teacher_prob`` = 0.
+
+Precision: weights stay as loaded (fp32 by default); ``TeacherConfig.autocast="bfloat16"`` runs
+the encoder and the decoder under ``torch.autocast`` in bf16 (meant for the GPU, about half the
+activation memory and several times the speed there; on the CPU it works but is slow). Mask
+logits leave the model as float32 either way. The default ``"off"`` is plain fp32.
 """
 
 from __future__ import annotations
@@ -54,6 +59,7 @@ class TeacherConfig:
     no_memory_level: Literal["original", "transformers"] = "original"  # see module doc
     box_batch: int = 64  # * boxes decoded per call (per image)
     image_batch: int = 1  # * images encoded per call
+    autocast: Literal["off", "bfloat16"] = "off"  # bf16 autocast for encoder + decoder (GPU); "off" = fp32
 
     def __post_init__(self) -> None:
         if not 0.0 < self.mask_threshold < 1.0:
@@ -66,12 +72,18 @@ class TeacherConfig:
             raise ValueError(f"overlap must be 'smallest_box' or 'max_prob', got {self.overlap!r}")
         if self.no_memory_level not in ("original", "transformers"):
             raise ValueError(f"no_memory_level must be 'original' or 'transformers', got {self.no_memory_level!r}")
+        if self.autocast not in ("off", "bfloat16"):
+            raise ValueError(f"autocast must be 'off' or 'bfloat16', got {self.autocast!r}")
 
     def result_key(self) -> dict[str, Any]:
-        """The fields that change teacher outputs (for cache keys)."""
-        return {"multimask": self.multimask, "mask_threshold": self.mask_threshold,
-                "tie_margin": self.tie_margin, "no_memory_level": self.no_memory_level,
-                "overlap": self.overlap}
+        """The fields that change teacher outputs (for cache keys; ``autocast`` only when on, so
+        fp32 caches keep their keys)."""
+        key: dict[str, Any] = {"multimask": self.multimask, "mask_threshold": self.mask_threshold,
+                               "tie_margin": self.tie_margin, "no_memory_level": self.no_memory_level,
+                               "overlap": self.overlap}
+        if self.autocast != "off":
+            key["autocast"] = self.autocast
+        return key
 
 
 DEFAULT_TEACHER = TeacherConfig()
@@ -116,18 +128,28 @@ class Teacher:
         [(B,C0,4g,4g), (B,C1,2g,2g), (B,C,g,g)], with ``no_memory_embedding`` added per
         ``cfg.no_memory_level``."""
         self.calls["encode"] += 1
-        return encode_image(self.model, pixel_values, self.cfg.no_memory_level)
+        with self._precision():
+            return encode_image(self.model, pixel_values, self.cfg.no_memory_level)
+
+    def _precision(self) -> Any:
+        """``torch.autocast`` in bf16 when ``cfg.autocast`` asks for it, else nothing."""
+        import contextlib
+
+        if self.cfg.autocast == "off":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
     @torch.no_grad()
     def decode(self, embeddings: list[torch.Tensor], boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """boxes (B, n, 4) model-frame xyxy -> (logits (B, n, 4g, 4g), iou (B, n)) of the chosen mask."""
         self.calls["decode"] += 1
-        out = self.model(image_embeddings=embeddings, input_boxes=boxes, multimask_output=self.cfg.multimask)
+        with self._precision():
+            out = self.model(image_embeddings=embeddings, input_boxes=boxes, multimask_output=self.cfg.multimask)
         masks, iou = out.pred_masks, out.iou_scores  # (B, n, k, h, w), (B, n, k)
         best = iou.argmax(dim=-1)  # (B, n)
         idx = best[..., None, None, None].expand(-1, -1, 1, *masks.shape[-2:])
         logits = masks.gather(2, idx).squeeze(2)
-        return logits, iou.gather(2, best[..., None]).squeeze(-1)
+        return logits.float(), iou.gather(2, best[..., None]).squeeze(-1).float()
 
     @torch.no_grad()
     def predict(self, images: Sequence[np.ndarray], boxsets: Sequence[BoxSet]) -> list[TeacherMaps]:
