@@ -169,6 +169,44 @@ def test_unlabelled_split_needs_prediction_boxes(root, tracker, tmp_path) -> Non
     assert set(it["boxes"].sources) == {"prediction"} and set(it["boxes"].classes.tolist()) == {50, 53}
 
 
+def test_student_is_gone_before_the_teacher_loads(root, tracker, tmp_path) -> None:
+    """box_source="prediction": all boxes are predicted first, the student is freed, then the
+    teacher is built (a full-size student and teacher never share the GPU)."""
+    import weakref
+
+    events: list[str] = []
+    alive: list[weakref.ref] = []
+
+    class Student:  # stands for a model-holding predictor
+        def __call__(self, im: np.ndarray) -> np.ndarray:
+            events.append("student")
+            return np.where(np.arange(im.shape[0])[:, None] < im.shape[0] // 2, 53, 50).astype(np.uint8) \
+                * np.ones(im.shape[:2], np.uint8)
+
+    def predictor() -> Student:
+        events.append("student built")
+        st = Student()
+        alive.append(weakref.ref(st))
+        return st
+
+    def teacher() -> Teacher:
+        assert alive and alive[0]() is None, "the student still exists when the teacher is built"
+        events.append("teacher built")
+        return Teacher(tracker)
+
+    samples = _samples(root, "test")
+    rep = build_teacher_cache(samples, tmp_path / "c", fingerprint="fp", teacher=teacher, box_source="prediction",
+                              predictor=predictor, predictor_id="toy", box_params=BP, progress=False)
+    assert rep.computed == 3
+    assert events == ["student built", "student", "student", "student", "teacher built"]
+    it = read_item(item_path(rep.folder, samples[2].key))
+    assert set(it["boxes"].sources) == {"prediction"} and set(it["boxes"].classes.tolist()) == {50, 53}
+    events.clear()
+    build_teacher_cache(samples, tmp_path / "c", fingerprint="fp", teacher=teacher, box_source="prediction",
+                        predictor=predictor, predictor_id="toy", box_params=BP, progress=False)
+    assert events == []  # all cached: neither model is built
+
+
 def test_cli_teacher_caches_and_resumes(root, tmp_path, capsys) -> None:
     import json
 

@@ -163,13 +163,19 @@ def build_teacher_cache(samples: Sequence[Any], cache_root: str | os.PathLike, *
                         box_params: BoxParams = DEFAULT_BOXES, box_source: Literal["gt", "prediction"] = "gt",
                         predict_fn: Callable[[np.ndarray], np.ndarray] | None = None, predictor_id: str = "",
                         shard: tuple[int, int] = (0, 1), num_classes: int = 64,
-                        instance_classes: Collection[int] | None = None, progress: bool = True) -> CacheReport:
+                        instance_classes: Collection[int] | None = None,
+                        predictor: Callable[[], Callable[[np.ndarray], np.ndarray]] | None = None,
+                        progress: bool = True) -> CacheReport:
     """Compute missing teacher items of ``samples`` (``data.layout.Sample``) under ``cache_root``.
 
     ``teacher``: a ``prompt.Teacher`` or a zero-argument factory returning one, called only if
     something must be computed (a fully cached split loads no model). ``box_source="prediction"``
-    needs ``predict_fn`` (image HxWx3 uint8 -> HxW uint8) and a ``predictor_id`` naming it
-    (e.g. the student checkpoint's hash) for the key. ``instance_classes``: classes whose instance
+    needs ``predict_fn`` (image HxWx3 uint8 -> HxW uint8) or ``predictor`` (a zero-argument
+    factory returning one) and a ``predictor_id`` naming it (e.g. the student checkpoint's hash)
+    for the key. The student and the teacher are never both in use: every missing item's boxes are
+    predicted first, then the student is dropped (a ``predictor``'s model is freed, CUDA cache
+    emptied) and only then the teacher is loaded; pass ``predictor`` so that a full-size student
+    and teacher never share the GPU. ``instance_classes``: classes whose instance
     ids make ground-truth boxes (the dataset's :attr:`Ontology.instance_classes`; None = every
     class's); part of the key when given.
     """
@@ -180,8 +186,8 @@ def build_teacher_cache(samples: Sequence[Any], cache_root: str | os.PathLike, *
     i, n = shard
     if not (n >= 1 and 0 <= i < n):
         raise ValueError(f"shard must be (i, n) with 0 <= i < n, got {shard}")
-    if box_source == "prediction" and (predict_fn is None or not predictor_id):
-        raise ValueError("box_source='prediction' needs predict_fn and predictor_id")
+    if box_source == "prediction" and ((predict_fn is None and predictor is None) or not predictor_id):
+        raise ValueError("box_source='prediction' needs predict_fn (or predictor) and predictor_id")
     key = cache_key(fingerprint, teacher_cfg, box_params, box_source=box_source, predictor_id=predictor_id,
                     instance_classes=instance_classes)
     key_hash = sha256_json(key)
@@ -197,6 +203,10 @@ def build_teacher_cache(samples: Sequence[Any], cache_root: str | os.PathLike, *
         if p.exists() and item_meta(p) == (key_hash, source_signature(s)):
             continue
         todo.append(s)
+    predicted: dict[str, Any] = {}
+    if box_source == "prediction" and todo:
+        predicted = _predicted_boxes(todo, predict_fn, predictor, box_params, num_classes, progress)
+        _release_memory()
     model = None
     for s in tqdm(todo, desc="teacher", disable=not progress or not todo):
         if model is None:
@@ -208,10 +218,38 @@ def build_teacher_cache(samples: Sequence[Any], cache_root: str | os.PathLike, *
             boxes = boxes_from_labels(item["label"], item.get("instances"), params=box_params,
                                       instance_classes=instance_classes)
         else:
-            boxes = boxes_from_prediction(predict_fn(item["image"]), params=box_params)
+            boxes = predicted.pop(s.key)
         maps = model.predict([item["image"]], [boxes])[0]
         write_item(item_path(folder, s.key), maps, key_hash, source_signature(s))
     return CacheReport(folder, len(mine), len(todo), len(mine) - len(todo))
+
+
+def _predicted_boxes(todo: Sequence[Any], predict_fn: Callable[[np.ndarray], np.ndarray] | None,
+                     predictor: Callable[[], Callable[[np.ndarray], np.ndarray]] | None, box_params: BoxParams,
+                     num_classes: int, progress: bool) -> dict[str, Any]:
+    """Boxes from the student's prediction for every sample of ``todo`` (the student exists only
+    inside this call when it comes from ``predictor``)."""
+    from tqdm.auto import tqdm
+
+    from goose_lib.data.dataset import load_sample
+
+    fn = predict_fn if predict_fn is not None else predictor()  # type: ignore[misc]
+    out = {}
+    for s in tqdm(todo, desc="student boxes", disable=not progress):
+        image = load_sample(s, num_classes=num_classes)["image"]
+        out[s.key] = boxes_from_prediction(fn(image), params=box_params)
+    return out
+
+
+def _release_memory() -> None:
+    """Collect the dropped student and hand its CUDA memory back before the teacher loads."""
+    import gc
+    import sys
+
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def missing_items(folder: str | os.PathLike, samples: Sequence[Any]) -> list[str]:
@@ -239,14 +277,16 @@ def cache_split(checkpoint: str | os.PathLike, data_root: str, split: str, cache
     ckpt = paths.resolve_checkpoint(checkpoint)
     root = paths.resolve_data_root(data_root)
     samples = index_split(root, split, limit=limit)
-    predict_fn, predictor_id = None, ""
+    predictor, predictor_id = None, ""
     if box_source == "prediction":
         from goose_lib.teacher.selection import student_id, student_predictor
 
-        predict_fn = student_predictor(student, sam3_checkpoint=sam3_checkpoint, device=device)[0]
+        def predictor() -> Callable[[np.ndarray], np.ndarray]:  # built only if an item is missing, then dropped
+            return student_predictor(student, sam3_checkpoint=sam3_checkpoint, device=device)[0]
+
         predictor_id = student_id(student, sam3_checkpoint=sam3_checkpoint)
     return build_teacher_cache(samples, cache_root, fingerprint=checkpoint_fingerprint(ckpt),
                                teacher=lambda: load_teacher(str(ckpt), cfg=teacher_cfg, device=device),
                                teacher_cfg=teacher_cfg, box_params=box_params, box_source=box_source,
-                               predict_fn=predict_fn, predictor_id=predictor_id, shard=shard,
+                               predictor=predictor, predictor_id=predictor_id, shard=shard,
                                instance_classes=Ontology.load(root).instance_classes, progress=progress)
