@@ -454,17 +454,20 @@ def _add_submit(sub: argparse._SubParsersAction) -> None:
     p.add_argument("root", help='GOOSE root, or "embedded"')
     p.add_argument("--split", default="test")
     p.add_argument("--out", default="submission.zip", help="the zip to write")
+    p.add_argument("--also", action="append", default=[], metavar="ROOT",
+                   help="another root whose --split goes into the same zip (e.g. GOOSE-Ex); repeatable")
     _add_tta_args(p)
     p.set_defaults(func=_cmd_submit)
 
 
 def _cmd_submit(args: argparse.Namespace) -> int:
-    from goose_lib.infer.submission import validate_submission, write_submission
+    from goose_lib.infer.submission import Source, validate_submission, write_submission
 
     model, what, tta = _model_and_tta(args)
+    sources = [Source(r, args.split) for r in [args.root, *args.also]] if args.also else None
     out = write_submission(model, args.root, args.out, split=args.split, tta=tta,
-                           progress=not args.no_progress)
-    n = validate_submission(out, args.root, split=args.split)
+                           progress=not args.no_progress, sources=sources)
+    n = validate_submission(out, args.root, split=args.split, sources=sources)
     print(f"wrote {out}: {n} predictions for split {args.split} ({tta.name}; {what}); validated")
     return 0
 
