@@ -50,3 +50,29 @@ def test_memory_estimate_never_counts_attention_weights() -> None:
     parts = me.saved_bytes(model, 1, 64)
     window, global_ = parts["layer0"], parts["layer2"]
     assert abs(global_ - window) / window < 0.1, parts
+
+
+def test_gpu_check_without_cuda_writes_skipped(tmp_path: Path, monkeypatch) -> None:
+    import torch
+
+    gc = _load("gpu_check")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    out = tmp_path / "g.json"
+    assert gc.main(["--out", str(out)]) == 0
+    assert json.loads(out.read_text())["skipped"] == "no CUDA device"
+
+
+def test_gpu_check_tiny_runs_every_section(tmp_path: Path, tiny_root: Path) -> None:
+    gc = _load("gpu_check")
+    out = tmp_path / "g.json"
+    assert gc.main(["--tiny", "--out", str(out), "--data-root", str(tiny_root)]) == 0
+    rep = json.loads(out.read_text())
+    sec = rep["sections"]
+    assert set(sec) == {"encoder", "teacher", "tta", "nccl"} and not any("error" in s for s in sec.values())
+    assert [(r["batch"], r["grad_checkpointing"]) for r in sec["encoder"]["rows"]] == [
+        (1, False), (1, True), (2, False), (2, True)]
+    assert all(r["step_s"] > 0 and r["estimate_gib"] > 0 for r in sec["encoder"]["rows"])
+    for mode in ("off", "bfloat16"):
+        assert sec["teacher"][mode]["s_50_boxes"] > 0 and sec["teacher"][mode]["s_1_boxes"] > 0
+    assert sec["tta"]["multiscale"]["windows"] > sec["tta"]["single"]["windows"] == 1
+    assert sec["nccl"]["ok"] and sec["nccl"]["steps"] == 3 and sec["nccl"]["backend"] == "gloo"
