@@ -224,21 +224,22 @@ def prepare_teacher_checkpoint(checkpoint: str, data_root: str, *, cfg: AdaptCon
     from goose_lib.data.layout import index_split
     from goose_lib.io import sha256_json
     from goose_lib.models.sam3 import checkpoint_fingerprint, load_tracker
+    from goose_lib.ontology import Ontology
 
     cfg = cfg or AdaptConfig()
     base = paths.resolve_checkpoint(checkpoint)
     if cfg.steps == 0:
         return base
     root = paths.resolve_data_root(data_root)
+    instance_classes = Ontology.load(root).instance_classes  # which ids make boxes: part of the tag
     tag = sha256_json({"base": checkpoint_fingerprint(base), "root": str(Path(root).resolve()), "split": split,
-                       "adapt": to_dict(cfg), "boxes": to_dict(box_params)})[:16]
+                       "adapt": to_dict(cfg), "boxes": to_dict(box_params),
+                       "instance_classes": sorted(instance_classes)})[:16]
     out = Path(out_root) if out_root is not None else paths.home() / "teacher-adapted"
     out = out / f"adapted-{tag}"
     if (out / "config.json").is_file():
         return out
     model = load_tracker(base, device=paths.resolve_device(device))
-    from goose_lib.ontology import Ontology
-
-    adapt_teacher(model, index_split(root, split), cfg, box_params,
-                  instance_classes=Ontology.load(root).instance_classes, progress=progress)
+    adapt_teacher(model, index_split(root, split), cfg, box_params, instance_classes=instance_classes,
+                  progress=progress)
     return save_adapted(model, base, out)
