@@ -87,7 +87,7 @@ def check_encoder(device: torch.device, tiny: bool) -> dict[str, Any]:
     rows = []
     for batch in batches:
         for ckpt in (False, True):
-            cfg = StudentConfig(checkpoint="none", frozen_layers=frozen, grad_checkpointing=ckpt,
+            cfg = StudentConfig(sam3_checkpoint="none", frozen_layers=frozen, grad_checkpointing=ckpt,
                                 decoder_channels=channels)
             rows.append(enc.measure(cfg, vc, batch, device, steps=1 if tiny else 3, warmup=0 if tiny else 1))
             if device.type == "cuda":
@@ -103,9 +103,9 @@ def check_encoder(device: torch.device, tiny: bool) -> dict[str, Any]:
 def _tracker(device: torch.device, tiny: bool) -> Any:
     from transformers import Sam3TrackerModel, Sam3VideoConfig
 
-    from goose_lib.models import sam3
+    from goose_lib.models import tiny as tiny_sam3
 
-    cfg = sam3._tiny_video_config(112) if tiny else Sam3VideoConfig()
+    cfg = tiny_sam3._tiny_video_config(112) if tiny else Sam3VideoConfig()
     torch.manual_seed(0)
     with torch.device(device):
         return Sam3TrackerModel(cfg).eval()
@@ -152,7 +152,7 @@ def check_tta(device: torch.device, tiny: bool) -> dict[str, Any]:
     vc = _bench("bench_encoder_gpu").vision_config(tiny)
     torch.manual_seed(0)
     with torch.device(device):
-        model = build_student(StudentConfig(checkpoint="none", decoder_channels=16 if tiny else 256),
+        model = build_student(StudentConfig(sam3_checkpoint="none", decoder_channels=16 if tiny else 256),
                               device=device, vision_config=vc).eval()
     p = ErrorAnalysisParams()
     autocast = "bfloat16" if device.type == "cuda" else "off"

@@ -131,7 +131,7 @@ def estimate(batch: int, *, tiny: bool = False, frozen_layers: int | None = None
     layers = vc.backbone_config.num_hidden_layers
     frozen = frozen_layers if frozen_layers is not None else (2 if tiny else 24)
     channels = decoder_channels if decoder_channels is not None else (16 if tiny else 256)
-    cfg = StudentConfig(checkpoint="(architecture only)", frozen_layers=frozen, decoder_channels=channels,
+    cfg = StudentConfig(sam3_checkpoint="(architecture only)", frozen_layers=frozen, decoder_channels=channels,
                         num_classes=num_classes)
     with torch.device("meta"):
         model = build_student(cfg, device="meta", vision_config=vc).to(torch.bfloat16).train()

@@ -83,7 +83,7 @@ def test_student_features_equal_transformers_vision_model(tiny_checkpoint: Path,
     from goose_lib.models.sam3 import load_vision_encoder
     from goose_lib.models.student import StudentConfig, build_student
 
-    student = build_student(StudentConfig(checkpoint=str(tiny_checkpoint), frozen_layers=frozen)).eval()
+    student = build_student(StudentConfig(sam3_checkpoint=str(tiny_checkpoint), frozen_layers=frozen)).eval()
     reference = load_vision_encoder(tiny_checkpoint).eval()
     torch.manual_seed(0)
     x = torch.rand(2, 3, 224, 224) * 2 - 1
