@@ -147,7 +147,8 @@ class TeacherParams:
     adapt_steps: int = -1  # teacher adaptation steps; -1 = auto (150 for "embedded", else 0 = off)
     adapt_lr: float = _ADAPT.lr  # adaptation learning rate
     adapt_images_per_step: int = _ADAPT.images_per_step  # adaptation images per step
-    margin: float = _RULE.margin  # selection: teacher IoU must exceed student IoU by more than this
+    criterion: Literal["distill", "box"] = _RULE.criterion  # selection: simulated composite change | in-box IoU
+    margin: float = _RULE.margin  # selection: the gain must be more than this
     min_pixels: int = _RULE.min_pixels  # selection: ground-truth pixels of the class inside its boxes
     min_images: int = _RULE.min_images  # selection: images with a box of the class
     max_classes: int | None = _RULE.max_classes  # selection: keep the N largest gains; None = all
@@ -180,8 +181,8 @@ class TeacherParams:
                            limit=self.train_limit, seed=self.seed, no_memory_level=self.no_memory_level)
 
     def selection_rule(self) -> SelectionRule:
-        return SelectionRule(margin=self.margin, min_pixels=self.min_pixels, min_images=self.min_images,
-                             max_classes=self.max_classes)
+        return SelectionRule(criterion=self.criterion, margin=self.margin, min_pixels=self.min_pixels,
+                             min_images=self.min_images, max_classes=self.max_classes)
 
 
 NOTEBOOK_PARAMS: dict[str, type] = {

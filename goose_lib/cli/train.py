@@ -71,7 +71,7 @@ def add_teacher(sub: argparse._SubParsersAction) -> None:
                       rename={"margin": "box_margin"})
     add_field_options(p, TeacherConfig, names=("multimask", "mask_threshold", "overlap", "box_batch", "autocast"))
     add_field_options(p, AdaptConfig, names=("steps",), rename={"steps": "adapt_steps"})
-    add_field_options(p, SelectionRule, names=("margin", "min_pixels", "min_images", "max_classes"),
+    add_field_options(p, SelectionRule, names=("criterion", "margin", "min_pixels", "min_images", "max_classes"),
                       rename={"margin": "select_margin"})
     p.set_defaults(func=cmd_teacher)
 
@@ -87,7 +87,7 @@ def cmd_teacher(args: argparse.Namespace) -> int:
     opts = vars(args)
     # --box-margin and --select-margin both land on "margin" when renamed; read them apart
     box = {k: opts[k] for k in ("min_area", "max_boxes", "use_instances") if k in opts}
-    rule = {k: opts[k] for k in ("min_pixels", "min_images", "max_classes") if k in opts}
+    rule = {k: opts[k] for k in ("criterion", "min_pixels", "min_images", "max_classes") if k in opts}
     if "box_margin" in opts:
         box["margin"] = opts["box_margin"]
     if "select_margin" in opts:

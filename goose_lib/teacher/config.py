@@ -89,15 +89,18 @@ class AdaptConfig:
 
 @dataclass(frozen=True)
 class SelectionRule:
-    """Which classes are distilled: teacher_iou - student_iou > margin with enough support."""
+    """Which classes are distilled: those whose gain (see ``criterion``) is > margin, with enough support."""
 
-    margin: float = 0.0  # the teacher must beat the student by MORE than this (IoU fraction, not %)
+    criterion: Literal["distill", "box"] = "distill"  # gain judged: simulated composite change | in-box IoU
+    margin: float = 0.0  # the gain must be MORE than this (composite / IoU fraction, not %)
     min_pixels: int = 100  # support: ground-truth pixels of the class inside its boxes
     min_images: int = 1  # support: images with at least one box of the class
     max_classes: int | None = None  # keep the N largest gains; None = all that pass
     exclude: tuple[int, ...] = (0,)  # never distilled (0 = undefined)
 
     def __post_init__(self) -> None:
+        if self.criterion not in ("distill", "box"):
+            raise ValueError(f"criterion must be 'distill' or 'box', got {self.criterion!r}")
         if self.min_pixels < 0 or self.min_images < 0:
             raise ValueError("min_pixels and min_images must be >= 0")
         if self.max_classes is not None and self.max_classes < 0:
