@@ -173,20 +173,24 @@ def add_submit(sub: argparse._SubParsersAction) -> None:
     _student_args(p)
     _split_arg(p, "test", "split predicted (the challenge's: test)")
     p.add_argument("--out", default="submission.zip", help="the zip to write")
+    p.add_argument("--also", action="append", default=[], metavar="DATA_ROOT",
+                   help="another dataset root whose --split goes into the same zip (e.g. GOOSE-Ex); repeatable")
     p.set_defaults(func=cmd_submit)
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from goose_lib.infer.submission import write_submission
+    from goose_lib.infer.submission import Source, write_submission
 
     modes = _modes(args)
     tta = modes.get("multiscale", modes["single"])
+    sources = [Source(str(r), args.split) for r in [args.data_root, *args.also]] if args.also else None
     with provenance("goose submit", command_params(args), INPUT_KINDS, device=args.device) as prov:
         model = _student(args)
         out = write_submission(model, args.data_root, args.out, split=args.split, tta=tta,
-                               config=_data_config(args), progress=not args.no_progress)
+                               config=_data_config(args), progress=not args.no_progress, sources=sources)
         prov["path"] = Path(f"{out}.provenance.json")  # beside the zip (the zip holds predictions only)
-    print(f"wrote {out} for split {args.split} ({tta.name}; {model.description}); validated")
+    n = "" if sources is None else f" ({len(sources)} roots)"
+    print(f"wrote {out} for split {args.split}{n} ({tta.name}; {model.description}); validated")
     return 0
 
 

@@ -84,7 +84,7 @@ def add_teacher(sub: argparse._SubParsersAction) -> None:
     progress_arg(p)
     add_field_options(p, BoxParams, names=("min_area", "margin", "max_boxes", "use_instances"),
                       rename={"margin": "box_margin"})
-    add_field_options(p, TeacherConfig, names=("multimask", "mask_threshold", "overlap", "box_batch"))
+    add_field_options(p, TeacherConfig, names=("multimask", "mask_threshold", "overlap", "box_batch", "autocast"))
     add_field_options(p, AdaptConfig, names=("steps",), rename={"steps": "adapt_steps"})
     add_field_options(p, SelectionRule, names=("criterion", "margin", "min_pixels", "min_images", "max_classes"),
                       rename={"margin": "select_margin"})

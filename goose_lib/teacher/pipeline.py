@@ -76,7 +76,7 @@ def run_teacher(sam3_checkpoint: str, data_root: str, *, cache_splits: dict[str,
                                  box_source=box_source, predictor=student.predict if box_source == "prediction" else None,
                                  predictor_id=student.id if box_source == "prediction" else "",
                                  limit=limit, exclude_scenarios=exclude_scenarios, shard=shard, device=device,
-                                 progress=progress)
+                                 progress=progress, offload=student.offloaded if student is not None else None)
               for split, limit in cache_splits.items()}
     result = TeacherRun(teacher_checkpoint=teacher_ckpt, caches=caches)
     if compare_split:
@@ -87,7 +87,8 @@ def run_teacher(sam3_checkpoint: str, data_root: str, *, cache_splits: dict[str,
         # (items already cached for another purpose, e.g. the training split's, are reused: free)
         caches[compare_split] = cache_split(teacher_ckpt, data_root, compare_split, root, teacher_cfg=teacher_cfg,
                                             box_params=box_params, limit=compare_limit,
-                                            exclude_scenarios=exclude_scenarios, device=device, progress=progress)
+                                            exclude_scenarios=exclude_scenarios, device=device, progress=progress,
+                                            offload=student.offloaded)
         samples = index_split(data_root, compare_split, exclude_scenarios=exclude_scenarios, limit=compare_limit)
         held = holdout_scenarios(samples, compare_holdout, holdout_seed)
         if held:
