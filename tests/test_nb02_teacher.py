@@ -40,6 +40,7 @@ def test_params_map_onto_the_library_configs() -> None:
 def _table() -> pd.DataFrame:
     return pd.DataFrame({"name": ["sky", "car", "rock"], "teacher_iou": [0.9, 0.5, 0.4],
                          "student_iou": [0.5, 0.45, 0.6], "gain": [0.4, 0.05, -0.2],
+                         "distill_gain": [-0.01, 0.02, 0.03],
                          "support_pixels": [1000, 50, 800], "support_images": [3, 1, 2]},
                         index=pd.Index([53, 12, 40], name="class_id"))
 
@@ -49,7 +50,9 @@ def test_class_picker_driven_from_python(tmp_path) -> None:
     from goose_lib.teacher.selection import load_selection
     from goose_lib.viz.teacher import ClassPicker
 
-    picker = ClassPicker(_table(), SelectionRule(margin=0.0, min_pixels=100))
+    default = ClassPicker(_table(), SelectionRule(min_pixels=100))  # criterion "distill": what distilling changes
+    assert default.classes == [40] and "distill_gain +0.030" in default.choice.options[2][0]
+    picker = ClassPicker(_table(), SelectionRule(criterion="box", margin=0.0, min_pixels=100))
     assert picker.classes == [53]  # car lacks support, rock loses
     picker.min_pixels.value = 10
     assert picker.classes == [53, 12]
