@@ -113,7 +113,7 @@ class MaskLab:
         self.export_button = W.Button(description="export", layout=W.Layout(width="auto"))
         palette = self.ontology.palette
         self.boxes = BBoxWidget(classes=list(self._names.values()), hide_buttons=True,
-                                colors=["#%02x%02x%02x" % tuple(int(v) for v in palette[c]) for c in ids],
+                                colors=["#" + bytes(palette[c].astype(np.uint8)).hex() for c in ids],
                                 label=self._names[first])
         self.image = W.Image(format="png", layout=W.Layout(max_width="100%"))
         self.table, self.caption = W.HTML(), W.HTML()
@@ -195,11 +195,13 @@ class MaskLab:
         if unknown:
             raise ValueError(f"mask lab: classes {unknown} are not among the offered ones")
         sx, sy = self._scale
-        self.boxes.bboxes = [{"x": float(x1 / sx), "y": float(y1 / sy), "width": float((x2 - x1) / sx),
-                              "height": float((y2 - y1) / sy), "label": self._names[int(c)]}
-                             for (x1, y1, x2, y2), c in zip(xyxy, classes, strict=True)]
-        if not self.boxes.bboxes and self.result is not None and len(self.result.maps.boxes):
-            self._on_boxes()  # traitlets sends no change for [] -> [] but the masks must clear
+        new = [{"x": float(x1 / sx), "y": float(y1 / sy), "width": float((x2 - x1) / sx),
+                "height": float((y2 - y1) / sy), "label": self._names[int(c)]}
+               for (x1, y1, x2, y2), c in zip(xyxy, classes, strict=True)]
+        if new == self.boxes.bboxes:
+            self._on_boxes()  # no change event for equal lists, but the sample may be a new one
+        else:
+            self.boxes.bboxes = new
 
     def load_oracle(self, replace_all: bool = False) -> None:
         """The oracle boxes of the chosen class (``boxes_from_labels``), replacing that class's
