@@ -216,6 +216,24 @@ class MaskLab:
         self.set_boxes(np.concatenate([keep.xyxy[mine], oracle.xyxy]),
                        [int(v) for v in keep.classes[mine]] + [int(v) for v in oracle.classes])
 
+    def show_class(self, c: int) -> int:
+        """Choose class ``c``, go to the first sample from the current one on (wrapping) whose
+        label has it, and load its oracle boxes; returns that index (unchanged when none has)."""
+        if int(c) not in self._names:
+            raise ValueError(f"mask lab: class {c} is not among the offered classes")
+        self.klass.value = int(c)
+        n, start = len(self.items), int(self.index.value)
+        for k in range(n):
+            i = (start + k) % n
+            label = self.items[i].get("label")
+            if label is not None and (np.asarray(label) == int(c)).any():
+                if i != int(self.index.value):
+                    self.index.value = i  # loads the oracle boxes when ``oracle``
+                if i == start or not self.oracle_on_new:
+                    self.load_oracle(replace_all=True)
+                return i
+        return start
+
     def _on_boxes(self, *_: Any) -> None:
         if self._quiet:
             return
