@@ -103,14 +103,16 @@ def test_widget_model_boxes_are_in_the_displayed_frame(dataset) -> None:
 
 @pytest.mark.parametrize("logit", [10.0, -10.0])
 def test_ious_against_known_answers(dataset, logit: float) -> None:
-    item = dataset[0]
-    label = item["label"]
-    c, box = _largest_object(label)
+    item = dict(dataset[0])
+    c, box = _largest_object(item["label"])
+    x1, y1, x2, y2 = (int(v) for v in box)
+    label = item["label"].copy()
+    label[y1:y1 + 3, x1:x2] = 255  # unlabelled rows inside the box: left out of the label IoU
+    item["label"] = label
     wrong = np.where(label == c, (c + 1) % 64, c).astype(np.uint8)  # the student is wrong everywhere
-    lab = _lab(dataset, StubTeacher(logit), klass=c, oracle=False,
+    lab = _lab([item], StubTeacher(logit), ontology=dataset.ontology, klass=c, oracle=False,
                predict=lambda image: wrong)
     lab.set_boxes(np.array([box]), [c])
-    x1, y1, x2, y2 = (int(v) for v in box)
     inside = label[y1:y2, x1:x2]
     gt = int(((inside == c) & (inside != 255)).sum())
     valid = int((inside != 255).sum())
@@ -246,3 +248,34 @@ def test_figure_is_a_static_snapshot(dataset) -> None:
     fig = lab.figure()
     assert len(fig.axes) == 3 and lab.key() in fig._suptitle.get_text()
     assert any("1.00" in t.get_text() or "/" in t.get_text() for t in fig.axes[0].texts)
+
+
+def test_reports_leave_the_box_editor_out_of_the_offline_widget_state(dataset, tmp_path) -> None:
+    """The static renderer cannot load anywidget offline: the report keeps the lab's standard
+    widgets (its panels) and drops the editor model, its references and its view output."""
+    import ipywidgets as W
+    import nbformat
+
+    from goose_lib.reports.html import STATE_MIME, VIEW_MIME, HtmlReporter, offline_widgets
+
+    lab = _lab(dataset, StubTeacher(10.0), oracle=False)
+    state = W.Widget.get_manager_state(drop_defaults=True)
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["widgets"] = {STATE_MIME: state}
+    views = [{"output_type": "display_data", "metadata": {},
+              "data": {"text/plain": name, VIEW_MIME: {"version_major": 2, "version_minor": 0, "model_id": w.model_id}}}
+             for name, w in (("lab", lab.widget), ("editor", lab.boxes))]
+    nb.cells.append(nbformat.v4.new_code_cell("lab", outputs=[nbformat.from_dict(v) for v in views]))
+    editor = lab.boxes.model_id
+    assert state["state"][editor]["model_module"] == "anywidget"
+    out = offline_widgets(nb)
+    kept = out.metadata["widgets"][STATE_MIME]["state"]
+    assert editor not in kept and lab.widget.model_id in kept and lab.image.model_id in kept
+    assert f"IPY_MODEL_{editor}" not in json.dumps(kept)
+    assert all(m["model_module"].startswith("@jupyter-widgets/") for m in kept.values())
+    outputs = out.cells[0].outputs
+    assert VIEW_MIME in outputs[0]["data"] and VIEW_MIME not in outputs[1]["data"]
+    assert outputs[1]["data"]["text/plain"] == "editor"
+    assert editor in nb.metadata["widgets"][STATE_MIME]["state"]  # the input is left as it was
+    html = HtmlReporter().render(nb, tmp_path / "report.html", tmp_path / "_static")
+    assert "anywidget" not in html and lab.image.model_id in html
