@@ -1,8 +1,11 @@
-"""JupyterLab in a real browser, offline: run notebooks/02_teacher_comparison.ipynb (a copy with
-tiny parameters in the server's private root), check that the mask lab's box editor (an
-anywidget) renders without any request leaving localhost, then set a box through the editor's
-widget model in the page (what a drag on the picture does) and see the kernel answer with a
-new teacher overlay and a per-box IoU row."""
+"""The mask lab of notebooks/02_teacher_comparison.ipynb in a real browser, offline.
+
+1. JupyterLab: run a copy with tiny parameters in the server's private root, check that the box
+   editor (an anywidget) renders without any request leaving localhost, then set a box through
+   the editor's widget model in the page (what a drag on the picture does) and see the kernel
+   answer with a new teacher overlay and a per-box IoU row.
+2. The run's HTML report from file://, every other request blocked: the lab's panels (standard
+   widgets) and its static snapshot render; the box editor is left out, so nothing asks a CDN."""
 
 from __future__ import annotations
 
@@ -50,15 +53,17 @@ SET_BOX = f"""async ([name, box]) => {{
 }}"""
 
 
+def _tiny_params(tiny_root: Path, cache: Path) -> dict:
+    return {"data_root": str(tiny_root), "adapt_steps": 3, "adapt_images_per_step": 1, "cache_dir": str(cache),
+            "max_boxes": 6, "train_limit": 2, "compare_limit": 2, "min_pixels": 1, "margin": -1.0,
+            "gallery_rows": 1, "gallery_classes": 1, "progress": False, "out_dir": "out"}
+
+
 def _copy_parameterised(dest: Path, tiny_root: Path, cache: Path) -> None:
     from papermill.iorw import load_notebook_node
     from papermill.parameterize import parameterize_notebook
 
-    nb = load_notebook_node(str(NOTEBOOK))
-    nb = parameterize_notebook(nb, {"data_root": str(tiny_root), "adapt_steps": 3, "adapt_images_per_step": 1,
-                                    "cache_dir": str(cache), "max_boxes": 6, "train_limit": 2,
-                                    "compare_limit": 2, "min_pixels": 1, "margin": -1.0, "gallery_rows": 1,
-                                    "gallery_classes": 1, "progress": False, "out_dir": "out"})
+    nb = parameterize_notebook(load_notebook_node(str(NOTEBOOK)), _tiny_params(tiny_root, cache))
     nbformat.write(nb, dest)
 
 
@@ -116,3 +121,45 @@ def test_mask_lab_box_edit_updates_the_overlay(browser, jupyterlab_server, tiny_
         context.close()
         for session in jupyterlab_server.api("/api/sessions"):  # free the kernel
             jupyterlab_server.api(f"/api/sessions/{session['id']}", method="DELETE")
+
+
+def test_report_shows_the_mask_lab_offline(browser, tiny_root: Path, tmp_path: Path) -> None:
+    from goose_lib.reports.ablation import run_single
+    from goose_lib.reports.html import vendor
+
+    reports = tmp_path / "reports"
+    if not vendor(reports, repo_root() / "vendor"):
+        pytest.skip("widget renderer could not be vendored (npm unavailable): run `make vendor`")
+    record = run_single(NOTEBOOK, _tiny_params(tiny_root, tmp_path / "cache"), reports, name="nb02", index=False)
+    assert record["status"] == "ok", record
+    run = reports / "nb02"
+    assert list((run / "out").glob("mask_lab_*.png"))
+    html = (run / "report.html").read_text()
+    assert "anywidget" not in html and "goose-mask-lab" in html
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    external: list[str] = []
+
+    def gate(route) -> None:
+        if route.request.url.startswith(("file://", "data:", "blob:")):
+            route.continue_()
+        else:
+            external.append(route.request.url)
+            route.abort()
+
+    context.route("**/*", gate)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    try:
+        page.goto((run / "report.html").as_uri())
+        page.wait_for_function("() => { const i = document.querySelector('.goose-mask-lab img.goose-mask-lab-image');"
+                               " return i && i.complete && i.naturalWidth > 0; }", timeout=30_000)
+        assert "iou_label" in page.locator(".goose-mask-lab .goose-mask-lab-table").inner_text()
+        assert "Error" not in page.locator(".goose-mask-lab").inner_text()
+        snapshot = page.locator(".jp-Cell", has_text="save_figure(fig, out / f\"mask_lab_{c}.png\")")
+        assert snapshot.locator(".jp-OutputArea-output img").count() >= 1
+        assert snapshot.locator(".jp-OutputArea-output img").first.evaluate("i => i.naturalWidth") > 300
+    finally:
+        context.close()
+    assert external == [], f"the report asked the network for {external}"
+    assert errors == [], errors
