@@ -2,8 +2,8 @@
 
 1. JupyterLab: run a copy with tiny parameters in the server's private root, check that the box
    editor (an anywidget) renders without any request leaving localhost, then set a box through
-   the editor's widget model in the page (what a drag on the picture does) and see the kernel
-   answer with a new teacher overlay and a per-box IoU row.
+   the editor's widget model in the page and see the kernel answer with a new teacher overlay
+   and a per-box IoU row; then drag a second box with the mouse, as a user does.
 2. The run's HTML report from file://, every other request blocked: the lab's panels (standard
    widgets) and its static snapshot render; the box editor is left out, so nothing asks a CDN."""
 
@@ -116,6 +116,22 @@ def test_mask_lab_box_edit_updates_the_overlay(browser, jupyterlab_server, tiny_
         cells = table.locator("tbody tr td").all_inner_texts()
         # the box in the widget frame (max_side 480 >= 320: not scaled) is the row's pixel box
         assert cells[2:6] == ["40", "30", "160", "120"], cells
+
+        # and as a user does it: drag a second box on the editor's picture with the mouse
+        editor = page.locator(".goose-mask-lab img:not(.goose-mask-lab-image)").first
+        area = editor.bounding_box()
+        before = image.get_attribute("src")
+        page.mouse.move(area["x"] + 0.6 * area["width"], area["y"] + 0.6 * area["height"])
+        page.mouse.down()
+        page.mouse.move(area["x"] + 0.9 * area["width"], area["y"] + 0.9 * area["height"], steps=8)
+        page.mouse.up()
+        page.wait_for_function("() => { const t = document.querySelector('.goose-mask-lab .goose-mask-lab-table');"
+                               " return t && t.querySelectorAll('tbody tr').length === 2; }", timeout=30_000)
+        page.wait_for_function(
+            "(old) => document.querySelector('.goose-mask-lab img.goose-mask-lab-image').src !== old",
+            arg=before, timeout=30_000)
+        row = [int(float(v)) for v in table.locator("tbody tr").nth(1).locator("td").all_inner_texts()[2:6]]
+        assert abs(row[0] - 0.6 * 320) <= 6 and abs(row[3] - 0.9 * 240) <= 6, row
         assert external == [], f"the page asked the network for {external}"
     finally:
         context.close()
