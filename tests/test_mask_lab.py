@@ -172,7 +172,7 @@ def test_oracle_boxes_of_the_chosen_class(dataset) -> None:
 
 
 def test_export_round_trips_into_comparison_and_distillation(dataset, tmp_path) -> None:
-    from goose_lib.teacher.cache import item_path, read_item
+    from goose_lib.teacher.cache import item_path, read_item, write_item
     from goose_lib.teacher.curated import CuratedError, curated_cache, curated_keys, read_curated_item
     from goose_lib.teacher.selection import compare
     from goose_lib.train.distill import TeacherTargets
@@ -205,6 +205,22 @@ def test_export_round_trips_into_comparison_and_distillation(dataset, tmp_path) 
     assert table.loc[c, "student_iou"] == pytest.approx(1.0)
     targets = TeacherTargets(folder, expected_fingerprint="fp123")(item)
     np.testing.assert_array_equal(targets["teacher_cls"], got["teacher_cls"])
+    # over a base cache: the curated sample replaces the base's item, the others stay
+    from goose_lib.io import atomic_write_json
+    from goose_lib.teacher.prompt import TeacherMaps
+
+    base = tmp_path / "base"
+    atomic_write_json(base / "manifest.json", {"key": {"checkpoint_fingerprint": "fp123"}, "key_hash": "b"})
+    h, w = item["label"].shape
+    for s in dataset.samples[:2]:
+        maps = TeacherMaps(np.full((h, w), 7, np.uint8), np.zeros((h, w), np.uint8), np.full((h, w), 7, np.uint8),
+                           lab.result.maps.boxes, np.zeros(1, np.float32))
+        write_item(item_path(base, s.key), maps, "b", "")
+    merged = curated_cache(out, tmp_path / "cache", base=base)
+    assert merged != folder
+    np.testing.assert_array_equal(read_item(item_path(merged, key))["teacher_cls"], got["teacher_cls"])
+    other = read_item(item_path(merged, dataset.samples[1].key))
+    assert (other["teacher_cls"] == 7).all() and other["key_hash"] == "b"
     with pytest.raises(CuratedError, match="mask_lab.json"):
         read_curated_item(tmp_path, key)
     (out / f"{key}_prob.png").unlink()

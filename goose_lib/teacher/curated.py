@@ -19,8 +19,10 @@ teacher cache would hold for these boxes.
 Reading: :func:`read_curated_item` returns the dict of ``teacher.cache.read_item`` (three maps,
 ``boxes``, ``box_scores``, ``key_hash``, ``source_sig``). :func:`curated_cache` turns an export
 into a teacher-cache key folder (``manifest.json`` + ``items/*.npz``), so the comparison
-(``teacher.selection.compare``) and distillation (``train.distill.TeacherTargets``) take it
-unchanged as an extra, hand-curated target set.
+(``teacher.selection.compare``) and distillation (``train.distill.TeacherTargets``, i.e. the
+training notebook's ``teacher_cache``) take it unchanged as an extra, hand-curated target set.
+Training reads a teacher item for every sample: pass ``base=`` the split's teacher cache folder
+to fill the samples the export lacks (the curated masks replace the teacher's where they exist).
 """
 
 from __future__ import annotations
@@ -149,22 +151,38 @@ def read_curated_item(folder: str | os.PathLike, key: str, *, manifest: dict[str
     return out
 
 
-def curated_cache(folder: str | os.PathLike, cache_root: str | os.PathLike) -> Path:
+def curated_cache(folder: str | os.PathLike, cache_root: str | os.PathLike, *,
+                  base: str | os.PathLike | None = None) -> Path:
     """A teacher-cache key folder under ``cache_root`` holding the export's samples (keyed by the
     manifest file's hash, so a changed export gets a new folder); returns it. The manifest's
-    ``key.checkpoint_fingerprint`` is the teacher's fingerprint recorded in the export."""
+    ``key.checkpoint_fingerprint`` is the teacher's fingerprint recorded in the export.
+
+    ``base``: a teacher-cache key folder (e.g. a split's ``cache_split(...).folder``) whose items
+    fill in every sample the export lacks, so training on the whole split reads the curated masks
+    where there are some and the teacher's elsewhere."""
+    import shutil
+
     from goose_lib.teacher.cache import MANIFEST as CACHE_MANIFEST
-    from goose_lib.teacher.cache import item_path, write_item
+    from goose_lib.teacher.cache import item_path, open_cache, write_item
 
     folder = Path(folder)
     manifest = read_manifest(folder)
     key = {"kind": KIND, "export": str(folder.resolve()), "export_sha256": sha256_file(folder / MANIFEST),
            "checkpoint_fingerprint": manifest["teacher"].get("fingerprint", "")}
+    if base is not None:
+        base_manifest = open_cache(base)
+        key["base"] = {"folder": str(Path(base).resolve()), "key_hash": base_manifest.get("key_hash", "")}
     key_hash = sha256_json(key)
     out = Path(cache_root) / f"curated-{key_hash[:16]}"
     if (out / CACHE_MANIFEST).is_file():
         return out
     with atomic_dir(out) as tmp:
+        if base is not None:
+            items = Path(base) / "items"
+            for src in items.rglob("*.npz"):
+                dst = tmp / "items" / src.relative_to(items)
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(src, dst)
         for entry in manifest["samples"]:
             d = read_curated_item(folder, entry["key"], manifest=manifest)
             maps = TeacherMaps(d["teacher_cls"], d["teacher_prob"], d["teacher_region"], d["boxes"], d["box_scores"])

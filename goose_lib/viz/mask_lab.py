@@ -273,7 +273,8 @@ class MaskLab:
         self.image.value = to_png(self.render(max_side=self.max_side))
         self.table.value = self._table_html()
         n = len(self.result.maps.boxes) if self.result is not None else 0
-        done = "accepted" if self.key() in self.accepted else "not accepted"
+        kept = self.accepted.get(self.key())
+        done = f"{len(kept[0].boxes)} box(es) accepted" if kept else "not accepted"
         self.caption.value = (f"<b>{self.key()}</b>: teacher masks | label | student; {n} box(es), "
                               f"{self.prompter.teacher.calls['encode']} encode(s) so far; {done}; "
                               f"{len(self.accepted)} sample(s) accepted")
