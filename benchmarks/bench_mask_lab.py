@@ -65,7 +65,7 @@ def main() -> None:
 
     teacher.decode = timed_decode  # type: ignore[method-assign]
     teacher.encode = timed_encode  # type: ignore[method-assign]
-    lab = MaskLab(dataset, teacher, klass=int(klass), max_side=640)  # every class offered
+    lab = MaskLab(dataset, teacher, klass=int(klass))  # the defaults; every class offered
     print(f"tiny teacher on {args.device}, {args.threads} thread(s), image {first['image'].shape[1]}x"
           f"{first['image'].shape[0]}, input {teacher.image_size} px; class {klass} ({lab.ontology.names[klass]})")
 

@@ -52,6 +52,7 @@ def _lab(dataset, teacher, **kw):
     from goose_lib.viz.mask_lab import MaskLab
 
     kw.setdefault("max_side", 4000)  # no downscaling: panels are comparable pixel by pixel
+    kw.setdefault("editor_side", 4000)
     return MaskLab(dataset, teacher, **kw)
 
 
@@ -91,7 +92,7 @@ def test_masks_equal_the_batch_teacher_and_encode_once_per_sample(dataset, track
 
 def test_widget_model_boxes_are_in_the_displayed_frame(dataset) -> None:
     """``boxes.bboxes`` (what the browser edits) is in the downscaled picture's pixels."""
-    lab = _lab(dataset, StubTeacher(10.0), oracle=False, max_side=160)  # 320x240 shown at 160x120
+    lab = _lab(dataset, StubTeacher(10.0), oracle=False, editor_side=160)  # 320x240 shown at 160x120
     c = int(lab.klass.value)
     lab.boxes.bboxes = [{"x": 10, "y": 20, "width": 30, "height": 40, "label": lab._names[c]}]
     np.testing.assert_allclose(lab.result.maps.boxes.xyxy, [[20, 40, 80, 120]])

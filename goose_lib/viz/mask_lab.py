@@ -64,6 +64,7 @@ class MaskLab:
         classes: class ids offered for boxes (default: all); ``klass``: the initial class.
         oracle: on each new sample, start from the oracle boxes of the chosen class.
         box_params: how oracle boxes are made (``teacher.boxes.boxes_from_labels``).
+        max_side: longer side of each of the three panels; editor_side: of the box editor's picture.
         teacher_fingerprint: recorded in the export (``models.sam3.checkpoint_fingerprint``).
 
     Widgets: ``index``, ``klass`` (Dropdown), ``alpha``, ``oracle_button``, ``clear_button``,
@@ -76,7 +77,7 @@ class MaskLab:
                  predict: Callable[[np.ndarray], np.ndarray] | None = None, *, ontology: Ontology | None = None,
                  classes: Sequence[int] | None = None, klass: int | None = None, index: int = 0,
                  oracle: bool = True, box_params: BoxParams = DEFAULT_BOXES, alpha: float = 0.5,
-                 max_side: int = 480, export_dir: str | os.PathLike = "mask_lab_export",
+                 max_side: int = 360, editor_side: int = 640, export_dir: str | os.PathLike = "mask_lab_export",
                  teacher_fingerprint: str = "") -> None:
         from jupyter_bbox_widget import BBoxWidget
 
@@ -85,7 +86,8 @@ class MaskLab:
         self.items, self.predict, self.box_params = items, predict, box_params
         self.prompter = teacher if isinstance(teacher, BoxPrompter) else BoxPrompter(teacher)
         self.ontology = ontology or getattr(items, "ontology", None) or Ontology.load()
-        self.max_side, self.oracle_on_new, self.teacher_fingerprint = max_side, oracle, teacher_fingerprint
+        self.max_side, self.editor_side = max_side, editor_side
+        self.oracle_on_new, self.teacher_fingerprint = oracle, teacher_fingerprint
         ids = list(range(self.ontology.num_classes)) if classes is None else [int(c) for c in classes]
         if not ids:
             raise ValueError("mask lab: no classes offered")
@@ -160,7 +162,7 @@ class MaskLab:
     def _on_index(self, *_: Any) -> None:
         image = np.asarray(self.item()["image"])
         self.prompter.set_image(image, self.key())
-        small = fit(image, max_side=self.max_side)[0]
+        small = fit(image, max_side=self.editor_side)[0]
         h, w = image.shape[:2]
         self._scale = (w / small.shape[1], h / small.shape[0])
         self._quiet = True

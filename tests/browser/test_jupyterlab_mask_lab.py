@@ -114,7 +114,7 @@ def test_mask_lab_box_edit_updates_the_overlay(browser, jupyterlab_server, tiny_
         page.wait_for_function("() => { const t = document.querySelector('.goose-mask-lab .goose-mask-lab-table');"
                                " return t && t.querySelectorAll('tbody tr').length === 1; }", timeout=30_000)
         cells = table.locator("tbody tr td").all_inner_texts()
-        # the box in the widget frame (max_side 480 >= 320: not scaled) is the row's pixel box
+        # the box in the widget frame (editor_side 640 >= 320: not scaled) is the row's pixel box
         assert cells[2:6] == ["40", "30", "160", "120"], cells
 
         # and as a user does it: drag a second box on the editor's picture with the mouse
