@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from reports_fakes import write_notebook, write_spec
 
-from goose_lib.reports.ablation import parse_shard, run_ablation, select_runs
+from goose_lib.config import parse_shard
+from goose_lib.reports.ablation import run_ablation, select_runs
 from goose_lib.reports.execute import RunSpecError, read_record
 from goose_lib.reports.spec import Run, load_spec, resolve_params
 
@@ -39,7 +40,7 @@ def _spec(tmp_path: Path, text: str) -> Path:
     (SPEC_HEAD + "    after: [b]\n  b:\n    notebook: fake.ipynb\n    after: [a]\n", r"dependency cycle"),
     (SPEC_HEAD + "    grid: {alpha: [1, 2]}\n  b:\n    notebook: fake.ipynb\n"
      "    params: {checkpoint: '${a.checkpoint}'}\n", r"must name one run"),
-    (SPEC_HEAD + "index: {baseline: nobody}\n", r"index: unknown run 'nobody'"),
+    (SPEC_HEAD + "index: {baseline: nobody}\n", r"index.baseline: unknown run or step 'nobody'"),
     ("stepz: {}\n", r"needs a non-empty 'steps'"),
 ])
 def test_bad_specs_are_rejected_before_anything_runs(tmp_path: Path, text: str, message: str) -> None:

@@ -88,3 +88,18 @@ def test_paper_spec_is_valid_when_the_notebooks_exist() -> None:
             pytest.skip(f"a notebook of the paper ablation is not written yet: {exc}")
         raise
     assert spec.baseline and next(iter(spec.compare)) == "baseline" and len(spec.compare) == 4
+
+
+def test_lab_command_is_local_tokened_and_runs_as_root(tmp_path: Path, monkeypatch, capsys) -> None:
+    from goose_lib.reports.lab import lab_command
+
+    argv, token = lab_command(tmp_path, port=9999)
+    assert "--allow-root" in argv and "--ip=127.0.0.1" in argv and "--port=9999" in argv
+    assert f"--IdentityProvider.token={token}" in argv and len(token) >= 32
+    assert f"--ServerApp.root_dir={tmp_path}" in argv
+    # `goose lab` runs exactly that command (the browser tier starts its server with lab_command too)
+    seen = {}
+    monkeypatch.setattr("subprocess.call", lambda a: seen.setdefault("argv", a) and 0)
+    assert main(["lab", "--dir", str(tmp_path), "--port", "9998"]) == 0
+    assert seen["argv"][:3] == argv[:3] and "--port=9998" in seen["argv"]
+    assert "http://127.0.0.1:9998/lab?token=" in capsys.readouterr().err

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from goose_lib.teacher.prompt import Teacher, TeacherConfig
+from goose_lib.teacher.config import TeacherConfig
+from goose_lib.teacher.prompt import Teacher
 from goose_lib.viz.overlay import from_png, overlay
 
 

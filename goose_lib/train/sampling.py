@@ -20,7 +20,7 @@ import numpy as np
 import torch.utils.data
 from tqdm.auto import tqdm
 
-from goose_lib.data.dataset import read_label
+from goose_lib.data.decode import read_label
 
 
 def repeat_factors(presence: np.ndarray, threshold: float) -> np.ndarray:
@@ -122,10 +122,6 @@ class DrawDataset(torch.utils.data.Dataset):
         return self.transform(item, np.random.default_rng([self.seed, 1, g]))
 
 
-def list_collate(items: list[dict]) -> dict[str, Any]:
-    """Validation batches: images stacked (B,3,S,S); maps kept as lists (their sizes differ)."""
-    out: dict[str, Any] = {"image": torch.stack([it["image"] for it in items])}
-    for k in items[0]:
-        if k != "image":
-            out[k] = [it[k] for it in items]
-    return out
+def list_collate(items: list[dict]) -> list[dict]:
+    """Validation batches: the items as they are (images and maps of different sizes)."""
+    return items

@@ -31,7 +31,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from goose_lib.ontology import Ontology
-from goose_lib.teacher.boxes import DEFAULT_BOXES, BoxParams, BoxSet, boxes_from_labels, make_boxset
+from goose_lib.teacher.boxes import BoxSet, boxes_from_labels, make_boxset
+from goose_lib.teacher.config import DEFAULT_BOXES, BoxParams
 from goose_lib.teacher.interactive import BoxMasks, BoxPrompter, box_ious
 from goose_lib.teacher.prompt import Teacher
 from goose_lib.viz.overlay import fit, overlay, to_png
