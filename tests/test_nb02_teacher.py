@@ -96,3 +96,15 @@ def test_notebook_runs_on_tiny_data(tiny_root, tmp_path, monkeypatch) -> None:
 
     load_tracker(m["teacher_checkpoint"])  # the adapted teacher loads strictly
     assert len(m["teacher_class_iou"]) == 64
+    # the mask lab section: oracle-box masks accepted, exported, read back as a teacher cache
+    from goose_lib.teacher.cache import item_path, read_item
+    from goose_lib.teacher.curated import curated_keys, read_curated_item
+
+    assert m["mask_lab_export"] == "out/mask_lab"  # relative to the run folder, like selection_file
+    export = tmp_path / m["mask_lab_export"]
+    keys = curated_keys(export)
+    assert keys and list((tmp_path / "out").glob("mask_lab_*.png"))
+    got = read_curated_item(export, keys[0])
+    assert len(got["boxes"]) and set(got["boxes"].classes.tolist()) <= set(m["compared_classes"])
+    cached = read_item(item_path(m["mask_lab_cache"], keys[0]))
+    np.testing.assert_array_equal(cached["teacher_cls"], got["teacher_cls"])
