@@ -344,10 +344,20 @@ def _print_scores(scores: dict) -> None:
     def pct(v: float | None) -> str:
         return "   -  " if v is None else f"{100 * v:6.2f}"
 
-    print(f"{'':24s} {'mIoU':>6s} {'catIoU':>6s} {'comp.':>6s}")
+    print(f"{'':24s} {'mIoU':>6s} {'filt.':>6s} {'catIoU':>6s} {'comp.':>6s}")
     for mode, d in scores.items():
-        print(f"{mode:24s} {pct(d['miou'])} {pct(d['category_miou'])} {pct(d['composite'])}  "
+        print(f"{mode:24s} {pct(d['miou'])} {pct(d.get('filtered_miou'))} {pct(d['category_miou'])} "
+              f"{pct(d['composite'])}  "
               f"(protocol {d['protocol']}, {len(d['excluded_classes'])} classes not scored)")
+
+
+def _protocol_arg(p: argparse.ArgumentParser, allow_all: bool = False) -> None:
+    from goose_lib.config import PROTOCOL_ALIASES, PROTOCOLS, EvalProtocol
+
+    extra = ["all"] if allow_all else []
+    p.add_argument("--protocol", choices=[*PROTOCOLS, *PROTOCOL_ALIASES, *extra], default=EvalProtocol().void,
+                   help="void handling (README 'Evaluation protocol'; ignore_void = ignore_class0)"
+                        + ("; all: every protocol side by side" if allow_all else ""))
 
 
 def _add_score(sub: argparse._SubParsersAction) -> None:
@@ -355,8 +365,7 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
     p.add_argument("pred_dir", help="folder (or zip) of <scenario>/<stem>_labelids.png predictions")
     p.add_argument("root", help='GOOSE root, or "embedded"')
     p.add_argument("--split", default="val")
-    p.add_argument("--protocol", choices=["ignore_void", "void_as_class"], default="ignore_void",
-                   help="void handling (see goose_lib.config.EvalProtocol)")
+    _protocol_arg(p, allow_all=True)
     p.add_argument("--json", action="store_true", help="print the scores as JSON on stdout")
     p.set_defaults(func=_cmd_score)
 
@@ -365,8 +374,18 @@ def _cmd_score(args: argparse.Namespace) -> int:
     import json
 
     from goose_lib.config import EvalProtocol
-    from goose_lib.infer.submission import score_predictions
+    from goose_lib.infer.submission import prediction_counts, score_predictions
 
+    if args.protocol == "all":
+        from goose_lib.metrics import compute_all_protocols
+
+        counts, ontology = prediction_counts(args.pred_dir, args.root, split=args.split)
+        every = {name: s.to_dict() for name, s in compute_all_protocols(counts, ontology).items()}
+        if args.json:
+            print(json.dumps(every))
+        else:
+            _print_scores(every)
+        return 0
     scores = score_predictions(args.pred_dir, args.root, split=args.split,
                                protocol=EvalProtocol(args.protocol)).to_dict()
     if args.json:
@@ -381,7 +400,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("checkpoint", help='student checkpoint folder, a training run folder, or "untrained"')
     p.add_argument("root", help='GOOSE root, or "embedded"')
     p.add_argument("--split", default="val")
-    p.add_argument("--protocol", choices=["ignore_void", "void_as_class"], default="ignore_void")
+    _protocol_arg(p)
     p.add_argument("--limit", type=int, default=None, help="first N images of the split")
     p.add_argument("--workers", type=int, default=0, help="decoding processes (0 = in-process)")
     p.add_argument("--out", default=None, help="folder for eval_summary.json and the CSVs (default eval_<split>)")

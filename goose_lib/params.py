@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from goose_lib.config import EvalProtocol, VoidProtocol
 from goose_lib.train.config import TrainConfig
 
 # Each notebook owner adds its dataclass below and registers it in NOTEBOOK_PARAMS.
@@ -65,7 +66,7 @@ class ErrorAnalysisParams:
     split: str = "val"  # labelled split to analyse
     limit: int | None = None  # first N samples; None = whole split
     exclude_scenarios: tuple[str, ...] = ()  # scenario folders left out (e.g. misaligned labels)
-    protocol: Literal["ignore_void", "void_as_class"] = "ignore_void"  # void handling of the metric
+    protocol: VoidProtocol = EvalProtocol.void  # void handling of the metric (README table; default there)
     scales: tuple[float, ...] = (0.75, 1.0, 1.25)  # multi-scale TTA scales (paper: 0.75 ... 1.5)
     flip: bool = False  # TTA also averages the mirrored image (doubles the windows)
     overlap: float = 0.25  # sliding-window overlap in [0, 1)

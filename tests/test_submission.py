@@ -116,7 +116,7 @@ def test_score_equals_evaluate_and_cli(tiny_root: Path, tmp_path: Path, capsys: 
     (foreign / "notes.txt").write_text("mine")
     with pytest.raises(SubmissionError, match="not written by write_predictions"):
         write_predictions(model, tiny_root, foreign, split="val", progress=False)
-    for void in ("ignore_void", "void_as_class"):
+    for void in ("ignore_void_category", "ignore_void", "void_as_class", "toolkit"):
         protocol = EvalProtocol(void)
         scores = score_predictions(pred_dir, tiny_root, split="val", protocol=protocol)
         ref = evaluate(model, GooseDataset(tiny_root, "val"), {"s": TTAConfig()}, protocol, progress=False)
@@ -125,9 +125,18 @@ def test_score_equals_evaluate_and_cli(tiny_root: Path, tmp_path: Path, capsys: 
         assert main(["score", str(pred_dir), str(tiny_root), "--split", "val", "--protocol", void, "--json"]) == 0
         out = json.loads(capsys.readouterr().out)
         assert set(out) >= {"miou", "category_miou", "composite", "class_iou", "category_iou", "protocol"}
-        assert len(out["class_iou"]) == 64 and out["protocol"] == void
+        assert len(out["class_iou"]) == 64 and out["protocol"] == protocol.void
         assert out["composite"] == pytest.approx(scores.composite)
-        assert len(out["category_iou"]) == 11
+        assert len(out["category_iou"]) == (12 if void == "toolkit" else 11)
+    assert main(["score", str(pred_dir), str(tiny_root), "--split", "val", "--protocol", "all", "--json"]) == 0
+    every = json.loads(capsys.readouterr().out)
+    assert list(every) == ["ignore_void_category", "ignore_class0", "void_as_class", "toolkit"]
+    for name, d in every.items():
+        assert d["composite"] == pytest.approx(score_predictions(pred_dir, tiny_root, split="val",
+                                                                 protocol=EvalProtocol(name)).composite)
+    assert main(["score", str(pred_dir), str(tiny_root), "--split", "val", "--protocol", "all"]) == 0
+    table = capsys.readouterr().out
+    assert all(name in table for name in every) and "filt." in table
     # a missing prediction is an error naming the image
     victim = min(pred_dir.rglob("*_labelids.png"))
     victim.unlink()

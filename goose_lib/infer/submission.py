@@ -160,10 +160,10 @@ def validate_submission(path: str | os.PathLike, root: str | os.PathLike, *, spl
     return sum(1 for _ in _check(Path(path), expected, n_classes, split, progress=progress))
 
 
-def score_predictions(pred: str | os.PathLike, root: str | os.PathLike, *, split: str = "val",
-                      protocol: EvalProtocol = DEFAULT_PROTOCOL, config: DataConfig | None = None,
-                      progress: bool = False) -> Scores:
-    """Score predictions in the submission layout (folder or zip) against the split's labels.
+def prediction_counts(pred: str | os.PathLike, root: str | os.PathLike, *, split: str = "val",
+                      config: DataConfig | None = None, progress: bool = False) -> tuple[np.ndarray, Ontology]:
+    """The raw (K, K) confusion matrix of predictions in the submission layout (folder or zip)
+    against the split's labels, and the ontology it was counted with (score it under any protocol).
 
     Missing, extra, unreadable or wrong-size predictions raise :class:`SubmissionError` naming
     the files (nothing is scored then)."""
@@ -179,7 +179,16 @@ def score_predictions(pred: str | os.PathLike, root: str | os.PathLike, *, split
     for exp, arr in _check(Path(pred), expected, ontology.num_classes, split, progress=progress):
         assert exp.label is not None
         cm.update(arr, read_label(exp.label, ontology.num_classes), where=str(exp.label))
-    return compute_scores(cm.counts, ontology, protocol)
+    return cm.counts, ontology
+
+
+def score_predictions(pred: str | os.PathLike, root: str | os.PathLike, *, split: str = "val",
+                      protocol: EvalProtocol = DEFAULT_PROTOCOL, config: DataConfig | None = None,
+                      progress: bool = False) -> Scores:
+    """Score predictions in the submission layout (folder or zip) against the split's labels
+    (:func:`prediction_counts` reduced under ``protocol``)."""
+    counts, ontology = prediction_counts(pred, root, split=split, config=config, progress=progress)
+    return compute_scores(counts, ontology, protocol)
 
 
 def _png(arr: np.ndarray) -> bytes:
