@@ -40,15 +40,23 @@ def repeat_factors(presence: np.ndarray, threshold: float) -> np.ndarray:
     return per_image.max(1) if presence.shape[1] else np.ones(n)
 
 
-def class_presence(samples: Sequence[Any], num_classes: int, *, ignore: Sequence[int] = (),
-                   progress: bool = True) -> np.ndarray:
-    """(N, num_classes) bool: which classes each sample's label map contains (reads the labels)."""
-    out = np.zeros((len(samples), num_classes), dtype=bool)
-    for i, s in enumerate(tqdm(samples, desc="class presence", disable=not progress, leave=False)):
+def class_pixel_counts(samples: Sequence[Any], num_classes: int, *, progress: bool = True) -> np.ndarray:
+    """(N, num_classes) int64: pixels of each class in each sample's label map (reads the labels)."""
+    out = np.zeros((len(samples), num_classes), dtype=np.int64)
+    for i, s in enumerate(tqdm(samples, desc="class pixels", disable=not progress, leave=False)):
         if s.labelids is None:
             continue
-        counts = np.bincount(read_label(s.labelids, num_classes).ravel(), minlength=num_classes)
-        out[i] = counts[:num_classes] > 0
+        out[i] = np.bincount(read_label(s.labelids, num_classes).ravel(), minlength=num_classes)[:num_classes]
+    return out
+
+
+def class_presence(samples: Sequence[Any], num_classes: int, *, ignore: Sequence[int] = (),
+                   progress: bool = True, counts: np.ndarray | None = None) -> np.ndarray:
+    """(N, num_classes) bool: which classes each sample's label map contains (reads the labels,
+    unless ``counts`` from :func:`class_pixel_counts` is given)."""
+    if counts is None:
+        counts = class_pixel_counts(samples, num_classes, progress=progress)
+    out = counts > 0
     for k in ignore:
         out[:, k] = False
     return out
