@@ -320,6 +320,13 @@ def _add_tta_args(p: argparse.ArgumentParser) -> None:
                    help="canvas at scale 1: the model's stretched view or the image's own size")
     p.add_argument("--autocast", choices=["off", "bfloat16", "float16"], default="off",
                    help="mixed-precision forward passes (GPU)")
+    p.add_argument("--blend", choices=["flat", "gaussian"], default="flat",
+                   help="multiscale: average overlapping windows flat or Gaussian-weighted toward their centres")
+    p.add_argument("--blend-sigma", type=float, default=0.125, help="gaussian blend: sigma / window side")
+    p.add_argument("--ensemble", nargs="+", default=[], metavar="CKPT",
+                   help="more student checkpoints whose probabilities are averaged with CHECKPOINT's")
+    p.add_argument("--offload", action="store_true",
+                   help="ensemble: keep one member on the device at a time (the others on the CPU)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -329,7 +336,7 @@ def _tta_modes(args: argparse.Namespace) -> dict:
     from goose_lib.infer.tta import TTAConfig
 
     common = {"flip": args.flip, "overlap": args.overlap, "window_batch": args.window_batch,
-              "autocast": args.autocast}
+              "autocast": args.autocast, "blend": args.blend, "blend_sigma": args.blend_sigma}
     try:
         modes = {"single": validate(TTAConfig, common)}
         if args.scales:
@@ -414,10 +421,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     from goose_lib.config import DataConfig, EvalProtocol
     from goose_lib.data.dataset import GooseDataset
-    from goose_lib.infer.evaluate import evaluate, load_model
+    from goose_lib.infer.evaluate import evaluate
 
     modes = _tta_modes(args)
-    model, what = load_model("" if args.checkpoint == "untrained" else args.checkpoint, device=args.device)
+    model, what = _load_student(args)
     dataset = GooseDataset(args.root, args.split, config=DataConfig(limit=args.limit))
     result = evaluate(model, dataset, modes, EvalProtocol(args.protocol), workers=args.workers,
                       progress=not args.no_progress)
@@ -444,13 +451,19 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_predict)
 
 
+def _load_student(args: argparse.Namespace) -> tuple[Any, str]:
+    """(model, description) of CHECKPOINT, or the ensemble of CHECKPOINT and --ensemble ones."""
+    from goose_lib.infer.ensemble import load_members
+
+    first = "" if args.checkpoint == "untrained" else args.checkpoint
+    return load_members([first, *args.ensemble], device=args.device, offload=args.offload)
+
+
 def _model_and_tta(args: argparse.Namespace) -> tuple[Any, str, Any]:
     """(model, description, TTAConfig) of a predict/submit command: multiscale when scales are given."""
-    from goose_lib.infer.evaluate import load_model
-
     modes = _tta_modes(args)
     tta = modes.get("multiscale", modes["single"])
-    model, what = load_model("" if args.checkpoint == "untrained" else args.checkpoint, device=args.device)
+    model, what = _load_student(args)
     return model, what, tta
 
 

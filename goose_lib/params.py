@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from goose_lib.config import EvalProtocol, VoidProtocol
+from goose_lib.infer.config import TTABlend, TTAConfig
 from goose_lib.train.config import TrainConfig
 
 # Each notebook owner adds its dataclass below and registers it in NOTEBOOK_PARAMS.
@@ -73,6 +74,11 @@ class ErrorAnalysisParams:
     window_batch: int = 4  # windows per forward pass
     tta_base: Literal["stretch", "native"] = "stretch"  # canvas at scale 1: model view or image size
     autocast: Literal["off", "bfloat16", "float16"] = "off"  # mixed-precision forward passes (GPU)
+    blend: TTABlend = TTAConfig.blend  # multiscale: how overlapping windows are averaged
+    blend_sigma: float = TTAConfig.blend_sigma  # gaussian blend: sigma as a fraction of the window side
+    ensemble: tuple[str, ...] = ()  # more student checkpoints averaged with `checkpoint` (probabilities)
+    ensemble_best: int = 0  # k > 0: use the k best checkpoints of `checkpoint`'s run (keep_best) instead of it
+    ensemble_offload: bool = False  # ensemble: one member on the device at a time
     primary: Literal["single", "multiscale"] = "multiscale"  # mode recorded top-level and submitted
     boundary_bins: tuple[float, ...] = (1, 2, 4, 8, 16, 32)  # distance-to-boundary bin edges (px)
     worst_images: int = 4  # images shown in the worst-images figure
@@ -97,6 +103,8 @@ class ErrorAnalysisParams:
         for name in ("window_batch", "worst_images", "confusion_classes", "browser_max_side"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.ensemble_best < 0 or not self.blend_sigma > 0:
+            raise ValueError("ensemble_best must be >= 0 and blend_sigma > 0")
         if list(self.boundary_bins) != sorted(set(self.boundary_bins)) or not self.boundary_bins:
             raise ValueError(f"boundary_bins must be strictly increasing, got {self.boundary_bins}")
 

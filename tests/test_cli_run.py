@@ -88,3 +88,23 @@ def test_paper_spec_is_valid_when_the_notebooks_exist() -> None:
             pytest.skip(f"a notebook of the paper ablation is not written yet: {exc}")
         raise
     assert spec.baseline and next(iter(spec.compare)) == "baseline" and len(spec.compare) == 4
+
+
+def test_leaderboard_spec_is_valid_and_shares_the_paper_runs() -> None:
+    """ablations/leaderboard.yaml validates (names, types, references) and its paper-pipeline runs are
+    paper.yaml's own (same names, notebooks and parameters: up to date after `goose demo`)."""
+    from goose_lib.paths import repo_root
+    from goose_lib.reports.spec import load_spec
+
+    lb = load_spec(repo_root() / "ablations" / "leaderboard.yaml")
+    paper = {r.name: r for r in load_spec(repo_root() / "ablations" / "paper.yaml").runs}
+    runs = {r.name: r for r in lb.runs}
+    shared = {"train_aggressive", "teacher", "train_distill", "evaluate-multiscale"}
+    assert shared <= set(runs) and shared <= set(paper)
+    for name in shared:
+        assert (runs[name].notebook, runs[name].params) == (paper[name].notebook, paper[name].params)
+    techniques = {"category", "ensemble3", "copy_paste", "repeat", "ema", "gauss4flip", "ohem", "balanced",
+                  "layer_decay", "all"}
+    assert {n.split("-", 1)[1] for n in runs if n.startswith("eval_lb-")} == techniques
+    assert lb.baseline == "evaluate-multiscale" and set(lb.compare.values()) == {f"eval_lb-{t}" for t in techniques} | {
+        "evaluate-multiscale"}
