@@ -174,6 +174,16 @@ def test_cli_evaluate_and_submit_with_a_student_checkpoint(tiny_root: Path, tiny
     assert set(summary["modes"]) == {"single", "multiscale"} and summary["images"] == 1
     # scale 1 multiscale == single
     assert summary["modes"]["single"]["class_iou"] == summary["modes"]["multiscale"]["class_iou"]
+    # an ensemble of two identical checkpoints (one on the device at a time), Gaussian blend: the same
+    shutil.copytree(ckpt, tmp_path / "ckpt2")
+    ev2 = tmp_path / "ev2"
+    assert main(["evaluate", str(ckpt), str(tiny_root), "--split", "val", "--limit", "1", "--scales", "1",
+                 "--ensemble", str(tmp_path / "ckpt2"), "--offload", "--blend", "gaussian", "--out", str(ev2),
+                 "--no-progress"]) == 0
+    summary2 = json.loads((ev2 / "eval_summary.json").read_text())
+    assert summary2["modes"]["multiscale"]["tta"]["blend"] == "gaussian"
+    for mode in ("single", "multiscale"):
+        assert summary2["modes"][mode]["class_iou"] == pytest.approx(summary["modes"][mode]["class_iou"], nan_ok=True)
     out = tmp_path / "s.zip"
     assert main(["submit", str(ckpt), str(tiny_root), "--out", str(out), "--no-progress"]) == 0
     assert validate_submission(out, tiny_root) == 3
