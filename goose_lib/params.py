@@ -76,7 +76,7 @@ class ErrorAnalysisParams:
     autocast: Literal["off", "bfloat16", "float16"] = "off"  # mixed-precision forward passes (GPU)
     blend: TTABlend = TTAConfig.blend  # multiscale: how overlapping windows are averaged
     blend_sigma: float = TTAConfig.blend_sigma  # gaussian blend: sigma as a fraction of the window side
-    ensemble: tuple[str, ...] = ()  # more student checkpoints averaged with `checkpoint` (probabilities)
+    ensemble_checkpoints: tuple[str, ...] = ()  # more student checkpoints averaged with `checkpoint`
     ensemble_best: int = 0  # k > 0: use the k best checkpoints of `checkpoint`'s run (keep_best) instead of it
     ensemble_offload: bool = False  # ensemble: one member on the device at a time
     primary: Literal["single", "multiscale"] = "multiscale"  # mode recorded top-level and submitted

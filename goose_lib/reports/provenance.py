@@ -2,8 +2,8 @@
 library versions, device and wall time, written next to the run as ``provenance.json``.
 
 Which parameters name inputs is decided by name: ``data_root`` (or any name ending in
-``_root``) is a dataset root; any name containing ``checkpoint`` is a checkpoint folder. The
-sentinel ``"embedded"`` resolves through :mod:`goose_lib.paths` (written on first use); relative
+``_root``) is a dataset root; any name containing ``checkpoint`` is a checkpoint folder (or a list
+of them). The sentinel ``"embedded"`` resolves through :mod:`goose_lib.paths` (written on first use); relative
 paths are read relative to the run folder (the notebook's working directory).
 
 Fingerprints are cached per process, so an ablation pays for each input once.
@@ -163,6 +163,10 @@ def input_fingerprints(params: Mapping[str, Any], base: str | os.PathLike = ".")
     data: dict[str, Any] = {}
     ckpts: dict[str, str] = {}
     for name, value in sorted(params.items()):
+        if is_checkpoint_param(name) and isinstance(value, (list, tuple)):  # several checkpoints (an ensemble)
+            for i, v in enumerate(value):
+                ckpts[f"{name}[{i}]"] = checkpoint_hash(_resolve(name, str(v), base))
+            continue
         if not isinstance(value, str) or not value:
             continue
         if is_data_param(name):
