@@ -118,9 +118,13 @@ class ConfusionMatrix:
         if k <= 128:  # label * K + pred <= 255 * 128 + 127 fits int16: torch's bincount is ~1.5x numpy's
             import torch
 
-            idx = torch.from_numpy(np.ascontiguousarray(lab)).to(torch.int16)
+            def as_tensor(a: np.ndarray) -> torch.Tensor:  # read-only arrays (decoded PNGs) are copied
+                a = np.ascontiguousarray(a)
+                return torch.from_numpy(a if a.flags.writeable else a.copy())
+
+            idx = as_tensor(lab).to(torch.int16)
             idx *= k
-            idx += torch.from_numpy(np.ascontiguousarray(p))
+            idx += as_tensor(p)
             return torch.bincount(idx, minlength=256 * k).numpy().reshape(256, k)
         out = np.zeros(256 * k, dtype=np.int64)
         # label * K + pred fits uint16 for K <= 255; chunks keep the index array cache-resident.
