@@ -115,6 +115,30 @@ def validate_namespace(cls: type[T], namespace: Mapping[str, Any]) -> T:
     return validate(cls, {k: v for k, v in namespace.items() if k in names})
 
 
+def field_docs(cls: type) -> dict[str, str]:
+    """``{field name: its one-line comment}`` of a dataclass and its dataclass bases, read from the
+    ``name: type = default  # comment`` lines of their source (what CLI help and docs show, so
+    each description is written once, next to its default). Fields without a comment are absent."""
+    import inspect
+    import re
+
+    docs: dict[str, str] = {}
+    line_re = re.compile(r"^\s+(\w+)\s*:[^#]*?#\s*(.+?)\s*$")
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        try:
+            source = inspect.getsource(klass)
+        except (OSError, TypeError):
+            continue
+        names = {f.name for f in dataclasses.fields(klass)}
+        for line in source.splitlines():
+            m = line_re.match(line)
+            if m and m.group(1) in names:
+                docs[m.group(1)] = m.group(2)
+    return docs
+
+
 def parse_shard(text: str) -> tuple[int, int]:
     """``"i/n"`` (0 <= i < n) -> (i, n): the share of a cluster job array's task i of n."""
     try:
@@ -195,12 +219,34 @@ class EvalProtocol:
         return 0.0 if self.void == "toolkit" else float("nan")
 
 
+# --- inputs: parameters that name files or folders (declared, for provenance) -------------------
+
+InputKind = Literal["data_root", "sam3_checkpoint", "checkpoint"]
+"""``data_root``: a dataset root or embedded dataset name; ``sam3_checkpoint``: SAM3 weights (a
+folder or embedded name); ``checkpoint``: a student checkpoint / run folder, or ``"untrained"``."""
+
+
+def input_param(kind: InputKind, default: str) -> Any:
+    """A dataclass field holding an input of ``kind`` (its default ``default``): declared so that
+    provenance fingerprints what a run read (:func:`declared_inputs`), never guessed from names."""
+    return dataclasses.field(default=default, metadata={"input": kind})
+
+
+def declared_inputs(cls: Any) -> dict[str, InputKind]:
+    """``{field name: kind}`` of the fields of dataclass ``cls`` declared with :func:`input_param`."""
+    return {f.name: f.metadata["input"] for f in dataclasses.fields(cls) if "input" in f.metadata}
+
+
+DEFAULT_CAMERAS: tuple[str, ...] = ("windshield_vis", "camera_left", "front", "realsense")
+"""Camera suffixes used by default (``windshield_nir`` is opt-in)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
     """Where the data is and which samples of a split are used."""
 
-    root: str = "embedded"  # "embedded" -> the synthetic dataset written on first use
-    cameras: tuple[str, ...] = ("windshield_vis", "camera_left", "front", "realsense")
+    data_root: str = input_param("data_root", "embedded")  # a GOOSE root, or "embedded" (written on first use)
+    cameras: tuple[str, ...] = DEFAULT_CAMERAS
     exclude_scenarios: tuple[str, ...] = ()
     limit: int | None = None  # first N samples (sorted) of a split; None = all
     skip_bad: bool = False  # True: warn and count bad samples instead of raising

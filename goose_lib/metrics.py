@@ -29,6 +29,7 @@ is applied has no IoU (NaN) and is left out of the means; :class:`Scores` lists 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -283,3 +284,17 @@ def score_maps(pred: Any, label: Any, ontology: Ontology | None = None,
     cm = ConfusionMatrix(ontology.num_classes)
     cm.update(pred, label)
     return compute_scores(cm.counts, ontology, protocol)
+
+
+def format_scores(scores: Mapping[str, Mapping[str, Any]]) -> str:
+    """A text table of ``{name: Scores.to_dict()}``: mIoU, filtered mIoU (over non-zero class IoUs),
+    category mIoU and composite in percent."""
+    def pct(v: float | None) -> str:
+        return "   -  " if v is None else f"{100 * v:6.2f}"
+
+    lines = [f"{'':24s} {'mIoU':>6s} {'filt.':>6s} {'catIoU':>6s} {'comp.':>6s}"]
+    for name, d in scores.items():
+        lines.append(f"{name:24s} {pct(d['miou'])} {pct(d.get('filtered_miou'))} {pct(d['category_miou'])} "
+                     f"{pct(d['composite'])}  "
+                     f"(protocol {d['protocol']}, {len(d['excluded_classes'])} classes not scored)")
+    return "\n".join(lines)

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from reports_fakes import write_notebook, write_spec
 
-from goose_lib.reports.ablation import parse_shard, run_ablation, select_runs
+from goose_lib.config import parse_shard
+from goose_lib.reports.ablation import run_ablation, select_runs
 from goose_lib.reports.execute import RunSpecError, read_record
 from goose_lib.reports.spec import Run, load_spec, resolve_params
 

@@ -11,9 +11,9 @@ import torch
 from PIL import Image
 
 from goose_lib.config import DataConfig
-from goose_lib.data.dataset import (
+from goose_lib.data.dataset import GooseDataset
+from goose_lib.data.decode import (
     DataError,
-    GooseDataset,
     check_root,
     load_sample,
     read_image,

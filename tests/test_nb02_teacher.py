@@ -45,7 +45,9 @@ def _table() -> pd.DataFrame:
 
 
 def test_class_picker_driven_from_python(tmp_path) -> None:
-    from goose_lib.teacher.selection import ClassPicker, SelectionRule, load_selection
+    from goose_lib.teacher.config import SelectionRule
+    from goose_lib.teacher.selection import load_selection
+    from goose_lib.viz.teacher import ClassPicker
 
     picker = ClassPicker(_table(), SelectionRule(margin=0.0, min_pixels=100))
     assert picker.classes == [53]  # car lacks support, rock loses

@@ -20,7 +20,7 @@ NOTEBOOK = repo_root() / "notebooks" / "03_training.ipynb"
 def test_notebook_runs_with_papermill_and_records_its_results(tiny_root, tmp_path) -> None:
     import papermill as pm
 
-    from goose_lib.models.sam3 import build_tiny_checkpoint
+    from goose_lib.models.tiny import build_tiny_checkpoint
     from goose_lib.train import checkpoint as ckpt
 
     small = build_tiny_checkpoint(tmp_path / "sam3_112", image_size=112)

@@ -9,6 +9,8 @@ import pytest
 
 from goose_lib.reports import provenance
 
+KINDS = {"data_root": "data_root", "checkpoint": "checkpoint", "sam3_checkpoint": "sam3_checkpoint"}
+
 
 def _tree(root: Path, files: dict[str, str]) -> Path:
     for rel, text in files.items():
@@ -49,21 +51,25 @@ def test_input_fingerprints_pick_inputs_by_name_relative_to_the_run(tmp_path: Pa
     _tree(tmp_path / "reports" / "train" / "ckpt", {"model.safetensors": "w"})
     run_dir = tmp_path / "reports" / "eval"
     got = provenance.input_fingerprints(
-        {"data_root": str(data), "student_checkpoint": "../train/ckpt", "split": "val", "seed": 0}, run_dir)
+        {"data_root": str(data), "checkpoint": "../train/ckpt", "split": "val", "seed": 0,
+         "checkpoint_name": "../train/ckpt"}, run_dir, kinds=KINDS)
     assert got["data"]["data_root"]["files"] == 1
-    assert got["checkpoints"] == {"student_checkpoint": provenance.checkpoint_hash(tmp_path / "reports/train/ckpt")}
+    # only declared inputs count: "checkpoint_name" looks like one but is not declared
+    assert got["checkpoints"] == {"checkpoint": provenance.checkpoint_hash(tmp_path / "reports/train/ckpt")}
     with pytest.raises(FileNotFoundError, match="nope: checkpoint does not exist"):
-        provenance.input_fingerprints({"checkpoint": "../nope"}, run_dir)
+        provenance.input_fingerprints({"checkpoint": "../nope"}, run_dir, kinds=KINDS)
+    assert provenance.input_fingerprints({"checkpoint": "untrained"}, run_dir, kinds=KINDS)["checkpoints"] == {}
     # a list of checkpoints (an ensemble) is fingerprinted member by member
     _tree(tmp_path / "reports" / "train2" / "ckpt", {"model.safetensors": "v"})
-    ens = provenance.input_fingerprints({"ensemble_checkpoints": ["../train/ckpt", "../train2/ckpt"]}, run_dir)
+    ens = provenance.input_fingerprints({"ensemble_checkpoints": ["../train/ckpt", "../train2/ckpt"]}, run_dir,
+                                        kinds={"ensemble_checkpoints": "checkpoint"})
     assert ens["checkpoints"] == {
         "ensemble_checkpoints[0]": provenance.checkpoint_hash(tmp_path / "reports/train/ckpt"),
         "ensemble_checkpoints[1]": provenance.checkpoint_hash(tmp_path / "reports/train2/ckpt")}
 
 
 def test_embedded_data_root_is_fingerprinted(tiny_root: Path) -> None:
-    got = provenance.input_fingerprints({"data_root": str(tiny_root)})
+    got = provenance.input_fingerprints({"data_root": str(tiny_root)}, kinds=KINDS)
     assert got["data"]["data_root"]["files"] > 0
     assert got["data"]["data_root"] == provenance.data_fingerprint(tiny_root)
 

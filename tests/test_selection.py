@@ -22,7 +22,7 @@ from goose_lib.teacher.selection import (
 @pytest.fixture()
 def perfect_cache(tiny_root, tmp_path):
     """A cache whose teacher reproduces the ground truth inside every box."""
-    from goose_lib.data.dataset import load_sample
+    from goose_lib.data.decode import load_sample
     from goose_lib.data.layout import index_split
 
     samples = index_split(tiny_root, "val")
@@ -53,7 +53,7 @@ def test_known_answers_and_selection(perfect_cache, tmp_path) -> None:
     samples, folder, labels = perfect_cache
     x = _most_boxed_class(samples, labels)
     images = {}
-    from goose_lib.data.dataset import load_sample
+    from goose_lib.data.decode import load_sample
 
     for s in samples:
         images[load_sample(s)["image"].tobytes()] = s.key

@@ -14,7 +14,7 @@ from scipy import ndimage
 
 from goose_lib.config import DataConfig
 from goose_lib.data import stats as stats_mod
-from goose_lib.data.dataset import DataError
+from goose_lib.data.decode import DataError
 from goose_lib.data.layout import index_split
 from goose_lib.data.stats import SplitStats, compute_stats, merge_stats, region_boxes
 
@@ -148,7 +148,7 @@ def test_shards_merge_to_the_full_split(tiny_root: Path) -> None:
 
 
 def test_stats_match_decoded_labels(tiny_root: Path) -> None:
-    from goose_lib.data.dataset import load_sample
+    from goose_lib.data.decode import load_sample
 
     st = compute_stats(tiny_root, "val", workers=1, progress=False)
     expect = np.zeros(64, np.int64)

@@ -122,25 +122,26 @@ def test_score_equals_evaluate_and_cli(tiny_root: Path, tmp_path: Path, capsys: 
         ref = evaluate(model, GooseDataset(tiny_root, "val"), {"s": TTAConfig()}, protocol, progress=False)
         np.testing.assert_allclose(scores.class_iou, ref.scores["s"].class_iou)
         assert scores.composite == pytest.approx(ref.scores["s"].composite)
-        assert main(["score", str(pred_dir), str(tiny_root), "--split", "val", "--protocol", void, "--json"]) == 0
+        assert main(["score", str(pred_dir), "--data-root", str(tiny_root), "--split", "val", "--protocol", void, "--json"]) == 0
         out = json.loads(capsys.readouterr().out)
         assert set(out) >= {"miou", "category_miou", "composite", "class_iou", "category_iou", "protocol"}
         assert len(out["class_iou"]) == 64 and out["protocol"] == protocol.void
         assert out["composite"] == pytest.approx(scores.composite)
         assert len(out["category_iou"]) == (12 if void == "toolkit" else 11)
-    assert main(["score", str(pred_dir), str(tiny_root), "--split", "val", "--protocol", "all", "--json"]) == 0
+    assert main(["score", str(pred_dir), "--data-root", str(tiny_root), "--split", "val", "--protocol", "all",
+                 "--json"]) == 0
     every = json.loads(capsys.readouterr().out)
     assert list(every) == ["ignore_void_category", "ignore_class0", "void_as_class", "toolkit"]
     for name, d in every.items():
         assert d["composite"] == pytest.approx(score_predictions(pred_dir, tiny_root, split="val",
                                                                  protocol=EvalProtocol(name)).composite)
-    assert main(["score", str(pred_dir), str(tiny_root), "--split", "val", "--protocol", "all"]) == 0
+    assert main(["score", str(pred_dir), "--data-root", str(tiny_root), "--split", "val", "--protocol", "all"]) == 0
     table = capsys.readouterr().out
     assert all(name in table for name in every) and "filt." in table
     # a missing prediction is an error naming the image
     victim = min(pred_dir.rglob("*_labelids.png"))
     victim.unlink()
-    assert main(["score", str(pred_dir), str(tiny_root), "--split", "val"]) == 2
+    assert main(["score", str(pred_dir), "--data-root", str(tiny_root), "--split", "val"]) == 2
     assert "no prediction" in capsys.readouterr().err
     with pytest.raises(SubmissionError, match="no labels"):
         score_predictions(pred_dir, tiny_root, split="test")
@@ -161,14 +162,13 @@ def test_zip_of_a_limited_split_and_folder_validation(tiny_root: Path, tmp_path:
 @pytest.mark.slow
 def test_cli_evaluate_and_submit_with_a_student_checkpoint(tiny_root: Path, tiny_checkpoint: Path,
                                                           tmp_path: Path) -> None:
-    from goose_lib.infer.evaluate import load_model
-    from goose_lib.train.checkpoint import save_student
+    from goose_lib.models.checkpoint import load_student, save_student
 
-    student, _ = load_model("", device="cpu")
+    student = load_student("untrained", device="cpu")
     ckpt = tmp_path / "ckpt"
     save_student(ckpt, student, params={})
     ev = tmp_path / "ev"
-    assert main(["evaluate", str(ckpt), str(tiny_root), "--split", "val", "--limit", "1", "--scales", "1",
+    assert main(["evaluate", "--checkpoint", str(ckpt), "--data-root", str(tiny_root), "--split", "val", "--limit", "1", "--scales", "1",
                  "--out", str(ev), "--no-progress"]) == 0
     summary = json.loads((ev / "eval_summary.json").read_text())
     assert set(summary["modes"]) == {"single", "multiscale"} and summary["images"] == 1
@@ -177,7 +177,8 @@ def test_cli_evaluate_and_submit_with_a_student_checkpoint(tiny_root: Path, tiny
     # an ensemble of two identical checkpoints (one on the device at a time), Gaussian blend: the same
     shutil.copytree(ckpt, tmp_path / "ckpt2")
     ev2 = tmp_path / "ev2"
-    assert main(["evaluate", str(ckpt), str(tiny_root), "--split", "val", "--limit", "1", "--scales", "1",
+    assert main(["evaluate", "--checkpoint", str(ckpt), "--data-root", str(tiny_root), "--split", "val", "--limit", "1",
+                 "--scales", "1",
                  "--ensemble", str(tmp_path / "ckpt2"), "--offload", "--blend", "gaussian", "--out", str(ev2),
                  "--no-progress"]) == 0
     summary2 = json.loads((ev2 / "eval_summary.json").read_text())
@@ -185,10 +186,10 @@ def test_cli_evaluate_and_submit_with_a_student_checkpoint(tiny_root: Path, tiny
     for mode in ("single", "multiscale"):
         assert summary2["modes"][mode]["class_iou"] == pytest.approx(summary["modes"][mode]["class_iou"], nan_ok=True)
     out = tmp_path / "s.zip"
-    assert main(["submit", str(ckpt), str(tiny_root), "--out", str(out), "--no-progress"]) == 0
+    assert main(["submit", "--checkpoint", str(ckpt), "--data-root", str(tiny_root), "--out", str(out), "--no-progress"]) == 0
     assert validate_submission(out, tiny_root) == 3
     shutil.rmtree(ckpt)
-    assert main(["submit", str(ckpt), str(tiny_root), "--out", str(out)]) == 2
+    assert main(["submit", "--checkpoint", str(ckpt), "--data-root", str(tiny_root), "--out", str(out)]) == 2
 
 
 def test_sharded_predictions_cover_the_split_once(tiny_root: Path, tmp_path: Path,
@@ -209,8 +210,8 @@ def test_sharded_predictions_cover_the_split_once(tiny_root: Path, tmp_path: Pat
         sorted(p.relative_to(whole) for p in whole.rglob("*_labelids.png"))
     np.testing.assert_array_equal(score_predictions(out, tiny_root, split="val").class_iou,
                                   score_predictions(whole, tiny_root, split="val").class_iou)
-    assert main(["predict", "untrained", str(tiny_root), "--split", "val", "--out", str(tmp_path / "cli"),
+    assert main(["predict", "--checkpoint", "untrained", "--data-root", str(tiny_root), "--split", "val", "--out", str(tmp_path / "cli"),
                  "--shard", "1/2", "--no-progress"]) == 0
     assert len(list((tmp_path / "cli").rglob("*_labelids.png"))) == 2
-    assert main(["predict", "untrained", str(tiny_root), "--out", str(tmp_path / "x"), "--shard", "2/2"]) == 2
+    assert main(["predict", "--checkpoint", "untrained", "--data-root", str(tiny_root), "--out", str(tmp_path / "x"), "--shard", "2/2"]) == 2
     assert "shard index" in capsys.readouterr().err

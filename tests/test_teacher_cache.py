@@ -67,7 +67,7 @@ def test_written_once_then_reused_without_loading_a_model(root, tracker, tmp_pat
     assert (rep.total, rep.computed, rep.reused) == (len(samples), len(samples), 0) and built == [1]
     rep2 = build_teacher_cache(samples, tmp_path / "c", fingerprint="fp-A", teacher=factory, box_params=BP, progress=False)
     assert (rep2.computed, rep2.reused) == (0, len(samples)) and built == [1]  # no model loaded
-    from goose_lib.data.dataset import load_sample
+    from goose_lib.data.decode import load_sample
 
     for s in samples:
         it = read_item(item_path(rep.folder, s.key))
@@ -174,7 +174,7 @@ def test_cli_teacher_caches_and_resumes(root, tmp_path, capsys) -> None:
 
     from goose_lib.cli import main
 
-    args = ["teacher", str(root), "--split", "val", "--limit", "2", "--max-boxes", "3", "--cache-dir",
+    args = ["teacher", "--data-root", str(root), "--split", "val", "--limit", "2", "--max-boxes", "3", "--cache-dir",
             str(tmp_path / "c"), "--no-progress", "--json"]
     assert main(args) == 0
     first = json.loads(capsys.readouterr().out)
@@ -191,7 +191,7 @@ def test_cli_teacher_on_an_unlabelled_split_with_predicted_boxes(root, tmp_path,
 
     from goose_lib.cli import main
 
-    args = ["teacher", str(root), "--split", "test", "--limit", "1", "--boxes", "prediction", "--max-boxes", "3",
+    args = ["teacher", "--data-root", str(root), "--split", "test", "--limit", "1", "--boxes", "prediction", "--max-boxes", "3",
             "--cache-dir", str(tmp_path / "c"), "--no-progress", "--json"]
     assert main(args) == 0
     out = json.loads(capsys.readouterr().out)

@@ -14,17 +14,19 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from goose_lib.config import ParameterError, to_dict, validate
-from goose_lib.train import checkpoint as ckpt
+from goose_lib.models import checkpoint as ckpt
 from goose_lib.train import loop
-from goose_lib.train.loop import TrainConfig, TrainingDiverged, lr_factor, train
+from goose_lib.train.config import TrainConfig
+from goose_lib.train.loop import TrainingDiverged, train
 from goose_lib.train.losses import segmentation_loss
 from goose_lib.train.sampling import DrawSampler, repeat_factors
+from goose_lib.train.step import EMA, lr_factor
 
 
 @pytest.fixture(scope="module")
 def small_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny SAM3 at 112x112 input (4x cheaper than the embedded 224 one)."""
-    from goose_lib.models.sam3 import build_tiny_checkpoint
+    from goose_lib.models.tiny import build_tiny_checkpoint
 
     return build_tiny_checkpoint(tmp_path_factory.mktemp("ck112") / "sam3", image_size=112)
 
@@ -79,7 +81,7 @@ def test_sampler_shards_ranks_and_resumes_exactly() -> None:
 def test_ema_follows_the_trainable_weights_only() -> None:
     model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Linear(2, 2))
     model[0].requires_grad_(False)
-    ema = loop.EMA(model, 0.75)
+    ema = EMA(model, 0.75)
     before = [p.detach().clone() for p in ema.model.parameters()]
     with torch.no_grad():
         for p in model.parameters():
@@ -143,11 +145,11 @@ def test_config_validation_and_notebook_params_agree() -> None:
 def test_checkpoint_round_trip_without_the_sam3_folder(small_ckpt: Path, tmp_path: Path, monkeypatch) -> None:
     from goose_lib.models.student import StudentConfig, build_student
 
-    student = build_student(StudentConfig(checkpoint=str(small_ckpt), decoder_channels=16)).eval()
+    student = build_student(StudentConfig(sam3_checkpoint=str(small_ckpt), decoder_channels=16)).eval()
     out = ckpt.save_student(tmp_path / "c", student, params={"note": "x"}, info={"step": 7})
     assert sorted(p.name for p in out.iterdir()) == ["model.safetensors", "run.json", "vision_config.json"]
     assert not list(tmp_path.glob(".*"))  # no temporary folder left behind
-    monkeypatch.setattr("goose_lib.paths.resolve_checkpoint", lambda v: (_ for _ in ()).throw(AssertionError(v)))
+    monkeypatch.setattr("goose_lib.models.embedded.resolve_sam3_checkpoint", lambda v: (_ for _ in ()).throw(AssertionError(v)))
     loaded = ckpt.load_student(out)
     x = torch.rand(1, 3, 112, 112) * 2 - 1
     with torch.no_grad():

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from goose_lib.train import checkpoint as ckpt
+from goose_lib.models import checkpoint as ckpt
 
 
 @pytest.fixture(scope="module")
 def small_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from goose_lib.models.sam3 import build_tiny_checkpoint
+    from goose_lib.models.tiny import build_tiny_checkpoint
 
     return build_tiny_checkpoint(tmp_path_factory.mktemp("ck112") / "sam3", image_size=112)
 

@@ -212,11 +212,12 @@ def check_root(root: str | os.PathLike, splits: Sequence[str] | None = None, *, 
 
     from tqdm.auto import tqdm
 
+    from goose_lib.data.embedded import is_embedded, resolve_data_root
     from goose_lib.data.layout import LayoutError, list_splits
     from goose_lib.ontology import OntologyError
 
     cfg = config or DataConfig()
-    root = Path(root)
+    root = resolve_data_root(root) if is_embedded(root) else Path(root)
     problems: list[str] = []
     try:
         num_classes = Ontology.load(root).num_classes

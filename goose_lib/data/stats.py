@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from goose_lib import paths
 from goose_lib.config import DataConfig
 from goose_lib.data.decode import DataError, read_gray
+from goose_lib.data.embedded import resolve_data_root
 from goose_lib.data.layout import Sample, index_split
 from goose_lib.io import atomic_write_bytes, sha256_json
 from goose_lib.ontology import Ontology
@@ -314,7 +315,7 @@ def compute_stats(root: str | os.PathLike, split: str, *, config: DataConfig | N
     ``config.skip_bad`` (then they are counted in ``skipped`` with a warning).
     """
     cfg = config or DataConfig()
-    root = paths.resolve_data_root(root).resolve()
+    root = resolve_data_root(root).resolve()
     k = Ontology.load(root).num_classes
     samples = index_split(root, split, cameras=cfg.cameras, exclude_scenarios=cfg.exclude_scenarios,
                           limit=cfg.limit)
@@ -358,3 +359,19 @@ def compute_stats(root: str | os.PathLike, split: str, *, config: DataConfig | N
         except OSError as exc:  # a read-only home must not lose the computed result
             warnings.warn(f"{cache}: cannot write the statistics cache ({exc})", stacklevel=2)
     return stats
+
+
+def format_stats(stats: SplitStats, ontology: Ontology) -> str:
+    """A text table of a split's statistics: per class (most pixels first) pixel and image shares,
+    regions and the median box (what ``goose stats`` prints)."""
+    d = stats.to_dict()
+    lines = [f"split {stats.split}: {stats.samples} samples, {d['box_count']} boxes, sizes {d['image_sizes']}",
+             f"{'id':>3} {'class':<20} {'pixels %':>9} {'images %':>9} {'regions':>8}  median box"]
+    for c in np.argsort(-stats.pixel_counts, kind="stable"):
+        if stats.pixel_counts[c] == 0:
+            continue
+        box = (f"{d['box_median_width'][c]:.0f}x{d['box_median_height'][c]:.0f}"
+               if d["box_median_width"][c] is not None else "-")
+        lines.append(f"{c:>3} {ontology.names[c]:<20} {100 * stats.pixel_share[c]:>9.3f} "
+                     f"{100 * stats.image_share[c]:>9.1f} {stats.instance_counts[c]:>8}  {box}")
+    return "\n".join(lines)

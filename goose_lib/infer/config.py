@@ -1,6 +1,6 @@
-"""The inference configuration (:class:`TTAConfig`), torch-free so that notebook parameter classes
-and the CLI can reuse its fields and defaults without importing torch. The inference itself is
-:mod:`goose_lib.infer.tta` (which re-exports everything here); its docstring explains the modes.
+"""How one image becomes class probabilities at inference (:class:`TTAConfig`), torch-free.
+
+The implementation is :mod:`goose_lib.infer.tta` (its docstring explains the modes).
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ TTABlend = Literal["flat", "gaussian"]
 
 @dataclass(frozen=True)
 class TTAConfig:
-    """How one image is turned into per-pixel class probabilities (modes: :mod:`goose_lib.infer.tta`)."""
+    """How one image is turned into per-pixel class probabilities (see the module docstring)."""
 
     scales: tuple[float, ...] = (1.0,)  # canvas scales ("multiscale"); must be (1.0,) for "single"
     flip: bool = False  # also average the horizontally mirrored image
-    overlap: float = 1 / 3  # fraction of a window shared with its neighbour, in [0, 1)
+    overlap: float = 0.25  # fraction of a window shared with its neighbour, in [0, 1)
     window_batch: int = 4  # windows per forward pass (bounds memory)
     mode: TTAMode = "single"
     base: CanvasBase = "stretch"  # canvas at scale 1: "stretch" = S x S, "native" = H x W
@@ -56,6 +56,7 @@ class TTAConfig:
         if self.mode == "multiscale" and self.blend == "gaussian":
             core += f"+gauss{self.blend_sigma:g}"
         return core + ("+flip" if self.flip else "")
+
 
 
 DEFAULT_TTA = TTAConfig()  # single-scale, no flip

@@ -8,8 +8,7 @@ averaged there, then resized once. Memory: with ``offload=True`` the members wai
 only one is on the device at a time (moved there for its share of each image, then back); without
 it every member stays on ``device``. An ensemble of one member is that member, exactly.
 
-Checkpoints are loaded through :func:`load_members` only (one place, so the student loader can be
-changed there); :func:`resolve_members` turns notebook/CLI parameters into the list of folders.
+Checkpoints are loaded through :func:`load_members` only (with ``models.checkpoint.load_student``); :func:`resolve_members` turns notebook/CLI parameters into the list of folders.
 """
 
 from __future__ import annotations
@@ -17,6 +16,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -95,7 +95,7 @@ def resolve_members(checkpoint: str, extra: Sequence[str] = (), best: int = 0) -
     when it has ``best/``, else the run holding it (``<run>/checkpoints/step_N``)."""
     if best <= 0:
         return [checkpoint, *extra]
-    from goose_lib.train.checkpoint import BEST_DIR, best_checkpoints
+    from goose_lib.models.checkpoint import BEST_DIR, best_checkpoints
 
     path = Path(checkpoint).expanduser()
     run = path if (path / BEST_DIR).is_dir() else path.parent.parent
@@ -105,17 +105,18 @@ def resolve_members(checkpoint: str, extra: Sequence[str] = (), best: int = 0) -
     return [str(p) for p in kept[:best]] + list(extra)
 
 
-def load_members(checkpoints: Sequence[str | os.PathLike], *, device: str = "auto", seed: int = 0,
-                 offload: bool = False) -> tuple[nn.Module, str]:
-    """``(model, description)``: one student when one checkpoint is given (``load_model``'s result,
-    unchanged), else an :class:`Ensemble` of them (loaded on the CPU first when ``offload``)."""
-    from goose_lib.infer.evaluate import load_model
-    from goose_lib.paths import resolve_device
+def load_members(checkpoints: Sequence[str | os.PathLike], *, device: str | torch.device = "cpu",
+                 offload: bool = False, **kw: Any) -> nn.Module:
+    """One student when one checkpoint is given (``models.checkpoint.load_student``'s result,
+    unchanged), else an :class:`Ensemble` of them (each loaded on the CPU first when ``offload``).
+    ``kw`` goes to ``load_student`` (``seed``, ``sam3_checkpoint`` for an untrained member). The
+    result carries ``.description`` and ``.source`` (a list for an ensemble), as ``load_student``'s."""
+    from goose_lib.models.checkpoint import load_student
 
     if len(checkpoints) == 1:
-        return load_model(checkpoints[0], device=device, seed=seed)
-    dev = resolve_device(device)
-    loaded = [load_model(c, device="cpu" if offload else str(dev), seed=seed) for c in checkpoints]
-    what = "; ".join(d for _, d in loaded)
-    return (Ensemble([m for m, _ in loaded], device=dev, offload=offload),
-            f"ensemble of {len(loaded)} ({what})")
+        return load_student(checkpoints[0], device=device, **kw)
+    loaded = [load_student(c, device="cpu" if offload else device, **kw) for c in checkpoints]
+    ens = Ensemble(loaded, device=device, offload=offload)
+    ens.description = f"ensemble of {len(loaded)} ({'; '.join(m.description for m in loaded)})"
+    ens.source = [m.source for m in loaded]
+    return ens

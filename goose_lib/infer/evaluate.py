@@ -234,33 +234,3 @@ def evaluate(model: torch.nn.Module, dataset: Sequence[Mapping[str, Any]], modes
         per_image=pd.DataFrame(rows, columns=["key", "mode", "miou", "category_miou", "composite", "accuracy",
                                               "pixels", "windows", "seconds"]),
         ontology=ontology, boundary=boundary, predictions=result_preds, image_counts=image_counts, reads=reads)
-
-
-def load_model(checkpoint: str | os.PathLike, *, device: str = "auto", seed: int = 0) -> tuple[torch.nn.Module, str]:
-    """A student for evaluation and a description of what it is.
-
-    ``checkpoint``: a student checkpoint folder (``save_student``), a training run folder (its
-    newest checkpoint, via ``latest.json``), or ``""`` = an UNTRAINED student (random decoder,
-    seeded) on the embedded tiny SAM3 encoder — a smoke-test baseline, not a result.
-    """
-    from goose_lib.paths import resolve_device
-    from goose_lib.train.checkpoint import find_latest, load_student
-
-    dev = resolve_device(device)
-    if str(checkpoint) in ("", "untrained"):
-        from goose_lib.models.student import StudentConfig, build_student
-
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = build_student(StudentConfig(), device=dev)
-        return model.eval(), f"UNTRAINED student (random decoder, seed {seed}) on the embedded tiny SAM3 encoder"
-    path = Path(checkpoint).expanduser()
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: student checkpoint folder does not exist")
-    if not (path / "run.json").is_file():
-        latest = find_latest(path)
-        if latest is None:
-            raise FileNotFoundError(f"{path}: neither a student checkpoint (run.json) nor a training run "
-                                    f"folder with checkpoints (latest.json)")
-        path = latest
-    return load_student(path, device=dev), f"student checkpoint {path}"

@@ -49,10 +49,7 @@ def expected_predictions(root: str | os.PathLike, split: str, *, config: DataCon
                          ) -> dict[str, Expected]:
     """{``<scenario>/<stem>_labelids.png``: Expected} for every image of the split."""
     from goose_lib.data.layout import index_split
-    from goose_lib.paths import resolve_data_root
-
     config = config or DataConfig()
-    root = resolve_data_root(root)
     out: dict[str, Expected] = {}
     for s in index_split(root, split, cameras=config.cameras, exclude_scenarios=config.exclude_scenarios,
                          limit=config.limit):
@@ -152,11 +149,10 @@ def validate_submission(path: str | os.PathLike, root: str | os.PathLike, *, spl
     """Check a submission zip (or folder): every image of the split has exactly one prediction of
     the image's size with valid ids, and nothing else is in it. Returns the number of predictions;
     raises :class:`SubmissionError` naming every bad, missing or unexpected file."""
-    from goose_lib.paths import resolve_data_root
+    from goose_lib.data.embedded import load_ontology
 
-    root = resolve_data_root(root)
     expected = expected_predictions(root, split, config=config)
-    n_classes = Ontology.load(root).num_classes
+    n_classes = load_ontology(root).num_classes
     return sum(1 for _ in _check(Path(path), expected, n_classes, split, progress=progress))
 
 
@@ -167,11 +163,10 @@ def prediction_counts(pred: str | os.PathLike, root: str | os.PathLike, *, split
 
     Missing, extra, unreadable or wrong-size predictions raise :class:`SubmissionError` naming
     the files (nothing is scored then)."""
-    from goose_lib.data.dataset import read_label
-    from goose_lib.paths import resolve_data_root
+    from goose_lib.data.decode import read_label
+    from goose_lib.data.embedded import load_ontology
 
-    root = resolve_data_root(root)
-    ontology = Ontology.load(root)
+    ontology = load_ontology(root)
     expected = expected_predictions(root, split, config=config)
     if any(e.label is None for e in expected.values()):
         raise SubmissionError(f"{root}: split {split!r} has no labels to score against")
@@ -222,7 +217,7 @@ def write_predictions(model: torch.nn.Module, root: str | os.PathLike, out_dir: 
     with another model / TTA / split starts afresh. A non-empty folder without that record is
     refused (it is not ours to overwrite).
     """
-    from goose_lib.data.dataset import read_image
+    from goose_lib.data.decode import read_image
 
     out = Path(out_dir)
     expected = expected_predictions(root, split, config=config)

@@ -32,7 +32,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-# The configuration is torch-free (goose_lib.infer.config) so parameter classes can reuse it cheaply.
 from goose_lib.infer.config import DEFAULT_TTA, CanvasBase, TTABlend, TTAConfig, TTAMode  # noqa: F401
 
 

@@ -126,6 +126,15 @@ def check_params(notebook: Path, params: Mapping[str, Any], *, registry: Mapping
             raise RunSpecError(f"{notebook}: {exc}") from exc
 
 
+def input_kinds(notebook: Path, registry: Mapping[str, type] | None = None) -> dict[str, Any]:
+    """The inputs the notebook's parameter class declares (``{name: kind}``, see
+    :func:`goose_lib.config.declared_inputs`); a notebook without a registered class has none."""
+    from goose_lib.config import declared_inputs
+
+    cls = _registry(registry).get(notebook.stem)
+    return declared_inputs(cls) if cls is not None else {}
+
+
 def effective_params(notebook: Path, params: Mapping[str, Any],
                      registry: Mapping[str, type] | None = None) -> dict[str, Any]:
     """The notebook's declared defaults overridden by ``params``: what the run really uses (inputs
@@ -214,7 +223,7 @@ def execute_run(notebook: Path, run_dir: str | os.PathLike, params: Mapping[str,
     cells_s = 0.0
     try:
         if inputs is None:
-            inputs = provenance.input_fingerprints(effective, run_dir)
+            inputs = provenance.input_fingerprints(effective, run_dir, kinds=input_kinds(notebook, registry))
         km = kernels.take(run_dir) if kernels is not None else None
         if km is None:
             fresh = KernelPool(KERNEL_NAME)

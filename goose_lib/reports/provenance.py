@@ -1,9 +1,11 @@
 """Provenance of a run: code version, seed, parameter hash, data and checkpoint fingerprints,
 library versions, device and wall time, written next to the run as ``provenance.json``.
 
-Which parameters name inputs is decided by name: ``data_root`` (or any name ending in
-``_root``) is a dataset root; any name containing ``checkpoint`` is a checkpoint folder (or a list
-of them). The sentinel ``"embedded"`` resolves through :mod:`goose_lib.paths` (written on first use); relative
+Which parameters name inputs is declared by the parameter class
+(:func:`goose_lib.config.input_param` / :func:`~goose_lib.config.declared_inputs`): a ``data_root``
+is fingerprinted as a dataset, a ``sam3_checkpoint`` and a student ``checkpoint`` by their files
+(a list of checkpoints, an ensemble, member by member).
+Embedded names resolve through the data / models layers' resolvers (written on first use); relative
 paths are read relative to the run folder (the notebook's working directory).
 
 Fingerprints are cached per process, so an ablation pays for each input once.
@@ -22,24 +24,15 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from goose_lib.config import InputKind
 from goose_lib.io import sha256_json
-from goose_lib.paths import EMBEDDED, repo_root
+from goose_lib.paths import UNTRAINED, repo_root
 
 LIBRARIES: tuple[str, ...] = (
     "goose-sam3", "torch", "transformers", "safetensors", "numpy", "pandas", "matplotlib",
     "papermill", "nbconvert", "nbclient", "ipykernel", "ipywidgets",
 )
 """Distributions whose versions every provenance record lists (None when not installed)."""
-
-
-def is_data_param(name: str) -> bool:
-    """True for parameter names that hold a dataset root (``data_root``, ``*_root``)."""
-    return name == "data_root" or name.endswith("_root")
-
-
-def is_checkpoint_param(name: str) -> bool:
-    """True for parameter names that hold a checkpoint folder (``*checkpoint*``)."""
-    return "checkpoint" in name
 
 
 def params_hash(params: Mapping[str, Any]) -> str:
@@ -146,33 +139,51 @@ def checkpoint_hash(path: str | os.PathLike) -> str:
     return _tree_content_hash(str(path), tuple(stamp))
 
 
-def _resolve(name: str, value: str, base: Path) -> Path:
-    from goose_lib import paths
+def _resolve(kind: str, value: str, base: Path) -> Path | None:
+    """The file or folder an input value names (None: an untrained student, nothing to read)."""
+    if kind == "data_root":
+        from goose_lib.data.embedded import is_embedded, resolve_data_root
 
-    if value == EMBEDDED:
-        return paths.resolve_data_root(value) if is_data_param(name) else paths.resolve_checkpoint(value)
+        if is_embedded(value):
+            return resolve_data_root(value)
+    elif kind == "sam3_checkpoint":
+        from goose_lib.models.embedded import is_embedded, resolve_sam3_checkpoint
+
+        if is_embedded(value):
+            return resolve_sam3_checkpoint(value)
+    elif value == UNTRAINED:
+        return None
     p = Path(value).expanduser()
     return p if p.is_absolute() else (base / p)
 
 
-def input_fingerprints(params: Mapping[str, Any], base: str | os.PathLike = ".") -> dict[str, dict]:
-    """Fingerprints of the inputs named by ``params``: ``{"data": {name: data_fingerprint},
-    "checkpoints": {name: sha256}}``. ``base`` is the folder relative paths are read from (the
-    run folder). A named input that does not exist raises FileNotFoundError naming it."""
+def input_fingerprints(params: Mapping[str, Any], base: str | os.PathLike = ".", *,
+                       kinds: Mapping[str, InputKind]) -> dict[str, dict]:
+    """Fingerprints of the inputs among ``params``: ``{"data": {name: data_fingerprint},
+    "checkpoints": {name: sha256}}``. ``kinds``: which parameters are inputs, and of which kind
+    (:func:`goose_lib.config.declared_inputs` of the run's parameter class). ``base`` is the folder
+    relative paths are read from (the run folder). A named input that does not exist raises
+    FileNotFoundError naming it."""
     base = Path(base)
     data: dict[str, Any] = {}
     ckpts: dict[str, str] = {}
-    for name, value in sorted(params.items()):
-        if is_checkpoint_param(name) and isinstance(value, (list, tuple)):  # several checkpoints (an ensemble)
+    for name, kind in sorted(kinds.items()):
+        value = params.get(name)
+        if isinstance(value, (list, tuple)) and kind != "data_root":  # several checkpoints (an ensemble)
             for i, v in enumerate(value):
-                ckpts[f"{name}[{i}]"] = checkpoint_hash(_resolve(name, str(v), base))
+                member = _resolve(kind, str(v), base)
+                if member is not None:
+                    ckpts[f"{name}[{i}]"] = checkpoint_hash(member)
             continue
         if not isinstance(value, str) or not value:
             continue
-        if is_data_param(name):
-            data[name] = data_fingerprint(_resolve(name, value, base))
-        elif is_checkpoint_param(name):
-            ckpts[name] = checkpoint_hash(_resolve(name, value, base))
+        path = _resolve(kind, value, base)
+        if path is None:
+            continue
+        if kind == "data_root":
+            data[name] = data_fingerprint(path)
+        else:
+            ckpts[name] = checkpoint_hash(path)
     return {"data": data, "checkpoints": ckpts}
 
 

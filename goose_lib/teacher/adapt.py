@@ -17,9 +17,7 @@ loads it strictly and ``checkpoint_fingerprint`` differs from the base.
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,29 +25,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from goose_lib.io import atomic_dir
-from goose_lib.teacher.boxes import DEFAULT_BOXES, BoxParams, boxes_from_labels
+from goose_lib.teacher.boxes import boxes_from_labels
+from goose_lib.teacher.config import DEFAULT_BOXES, AdaptConfig, BoxParams
 from goose_lib.teacher.prompt import encode_image, tracker_image_size
 
 FROZEN_DECODER = ("mask_decoder.conv_s0.", "mask_decoder.conv_s1.")
-
-
-@dataclass(frozen=True)
-class AdaptConfig:
-    """Teacher adaptation parameters (``steps = 0`` disables it)."""
-
-    steps: int = 0  # optimiser steps; 0 = no adaptation
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    images_per_step: int = 4
-    boxes_per_image: int = 8  # random subset of an image's boxes per step
-    limit: int | None = None  # first N training samples; None = all
-    seed: int = 0
-    no_memory_level: str = "original"  # as TeacherConfig.no_memory_level (embeddings used for training)
-
-    def __post_init__(self) -> None:
-        if self.steps < 0 or self.images_per_step < 1 or self.boxes_per_image < 1 or self.lr <= 0:
-            raise ValueError("steps >= 0, images_per_step >= 1, boxes_per_image >= 1 and lr > 0 are required")
 
 
 def trainable_names(model: torch.nn.Module) -> list[str]:
@@ -63,7 +43,7 @@ def prepare_examples(model: torch.nn.Module, samples: Sequence[Any], box_params:
     """Per image: embeddings (computed once), model-frame boxes (n,4) and target masks (n,4g,4g)."""
     from tqdm.auto import tqdm
 
-    from goose_lib.data.dataset import load_sample
+    from goose_lib.data.decode import load_sample
     from goose_lib.models.sam3 import preprocess
 
     size = tracker_image_size(model)
@@ -177,61 +157,39 @@ def adapt_teacher(model: torch.nn.Module, samples: Sequence[Any], cfg: AdaptConf
 
 
 def save_adapted(model: torch.nn.Module, base: str | os.PathLike, out: str | os.PathLike) -> Path:
-    """Copy the checkpoint folder ``base`` to ``out`` with the adapted tensors replaced.
+    """Copy the SAM3 checkpoint ``base`` to ``out`` with the adapted tensors replaced
+    (:func:`goose_lib.models.sam3.save_tracker_copy`)."""
+    from goose_lib.models.sam3 import save_tracker_copy
 
-    Each adapted tensor is matched to the one key of the base file that ends with its name and
-    (among several) starts with ``tracker_model.``; written to a temporary folder, then renamed.
-    """
-    from safetensors.torch import load_file, save_file
-
-    base, out = Path(base), Path(out)
-    files = sorted(base.glob("*.safetensors"))
-    if len(files) != 1:
-        raise ValueError(f"{base}: adaptation supports one model.safetensors file, found {[f.name for f in files]}")
-    state = load_file(str(files[0]))
     own = dict(model.state_dict())
-    for name in trainable_names(model):
-        cands = [k for k in state if k == name or k.endswith("." + name)]
-        if len(cands) > 1:
-            cands = [k for k in cands if k.startswith("tracker_model.")] or cands
-        if len(cands) != 1:
-            raise ValueError(f"{files[0]}: cannot place adapted tensor {name!r} (candidates {cands[:4]})")
-        if tuple(state[cands[0]].shape) != tuple(own[name].shape):
-            raise ValueError(f"{files[0]}: key {cands[0]} has shape {tuple(state[cands[0]].shape)}, "
-                             f"adapted {name} {tuple(own[name].shape)}")
-        state[cands[0]] = own[name].detach().to("cpu", state[cands[0]].dtype).contiguous()
-    with atomic_dir(out) as tmp:
-        for f in base.iterdir():
-            if f.is_file() and f.suffix != ".safetensors":
-                shutil.copy2(f, tmp / f.name)
-        save_file(state, str(tmp / files[0].name), metadata={"format": "pt"})
-    return out
+    return save_tracker_copy(base, {name: own[name] for name in trainable_names(model)}, out)
 
 
-def prepare_teacher_checkpoint(checkpoint: str, data_root: str, *, cfg: AdaptConfig | None = None,
+def prepare_teacher_checkpoint(sam3_checkpoint: str, data_root: str, *, cfg: AdaptConfig | None = None,
                                box_params: BoxParams = DEFAULT_BOXES, split: str = "train",
                                out_root: str | os.PathLike | None = None, device: str = "auto",
-                               progress: bool = True) -> Path:
-    """The teacher's checkpoint folder: ``checkpoint`` itself when ``cfg.steps == 0``, else an
+                               progress: bool = True) -> str | Path:
+    """The teacher's SAM3 checkpoint: ``sam3_checkpoint`` itself (as given) when ``cfg.steps == 0``, else an
     adapted copy under ``out_root`` (default ``paths.home()/"teacher-adapted"``), named by a hash
     of the base fingerprint, the data root, ``cfg`` and ``box_params``; reused when it exists."""
     from goose_lib import paths
     from goose_lib.config import to_dict
+    from goose_lib.data.embedded import is_embedded
     from goose_lib.data.layout import index_split
     from goose_lib.io import sha256_json
     from goose_lib.models.sam3 import checkpoint_fingerprint, load_tracker
 
     cfg = cfg or AdaptConfig()
-    base = paths.resolve_checkpoint(checkpoint)
     if cfg.steps == 0:
-        return base
-    root = paths.resolve_data_root(data_root)
-    tag = sha256_json({"base": checkpoint_fingerprint(base), "root": str(Path(root).resolve()), "split": split,
+        return sam3_checkpoint
+    samples = index_split(data_root, split)
+    root = str(data_root) if is_embedded(data_root) else str(Path(data_root).resolve())
+    tag = sha256_json({"base": checkpoint_fingerprint(sam3_checkpoint), "root": root, "split": split,
                        "adapt": to_dict(cfg), "boxes": to_dict(box_params)})[:16]
     out = Path(out_root) if out_root is not None else paths.home() / "teacher-adapted"
     out = out / f"adapted-{tag}"
     if (out / "config.json").is_file():
         return out
-    model = load_tracker(base, device=paths.resolve_device(device))
-    adapt_teacher(model, index_split(root, split), cfg, box_params, progress=progress)
-    return save_adapted(model, base, out)
+    model = load_tracker(sam3_checkpoint, device=paths.resolve_device(device))
+    adapt_teacher(model, samples, cfg, box_params, progress=progress)
+    return save_adapted(model, sam3_checkpoint, out)

@@ -23,33 +23,12 @@ import numpy as np
 from scipy import ndimage
 
 from goose_lib.ontology import IGNORE_INDEX
+from goose_lib.teacher.config import DEFAULT_BOXES, BoxParams
 
 Source = Literal["instance", "component", "prediction"]
 SOURCES: tuple[str, ...] = ("instance", "component", "prediction")
 
 
-@dataclass(frozen=True)
-class BoxParams:
-    """How prompt boxes are made from a label (or predicted) map."""
-
-    min_area: int = 16  # objects (instances / components) with fewer pixels get no box
-    margin: float = 0.0  # widen each side by this fraction of the box's width / height
-    margin_px: int = 0  # ... plus this many pixels (then clipped to the image)
-    connectivity: Literal[1, 2] = 2  # 1 = 4-neighbourhood, 2 = 8-neighbourhood components
-    use_instances: bool = True  # False: components only, even where instance ids exist
-    skip_classes: tuple[int, ...] = (0,)  # classes never boxed (0 = undefined / void)
-    max_boxes: int | None = None  # keep the largest N objects per image; None = all
-
-    def __post_init__(self) -> None:
-        if self.min_area < 1:
-            raise ValueError(f"min_area must be >= 1, got {self.min_area}")
-        if self.margin < 0 or self.margin_px < 0:
-            raise ValueError("margin and margin_px must be >= 0")
-        if self.max_boxes is not None and self.max_boxes < 1:
-            raise ValueError(f"max_boxes must be >= 1 or None, got {self.max_boxes}")
-
-
-DEFAULT_BOXES = BoxParams()
 
 
 @dataclass(frozen=True)

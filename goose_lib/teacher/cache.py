@@ -34,15 +34,9 @@ import numpy as np
 
 from goose_lib.config import to_dict
 from goose_lib.io import atomic_write_bytes, atomic_write_json, read_json, sha256_json
-from goose_lib.teacher.boxes import (
-    DEFAULT_BOXES,
-    SOURCES,
-    BoxParams,
-    BoxSet,
-    boxes_from_labels,
-    boxes_from_prediction,
-)
-from goose_lib.teacher.prompt import DEFAULT_TEACHER, TeacherConfig, TeacherMaps
+from goose_lib.teacher.boxes import SOURCES, BoxSet, boxes_from_labels, boxes_from_prediction
+from goose_lib.teacher.config import DEFAULT_BOXES, DEFAULT_TEACHER, BoxParams, TeacherConfig
+from goose_lib.teacher.prompt import TeacherMaps
 
 CACHE_VERSION = 1
 MANIFEST = "manifest.json"
@@ -168,7 +162,7 @@ def build_teacher_cache(samples: Sequence[Any], cache_root: str | os.PathLike, *
     """
     from tqdm.auto import tqdm
 
-    from goose_lib.data.dataset import load_sample
+    from goose_lib.data.decode import load_sample
 
     i, n = shard
     if not (n >= 1 and 0 <= i < n):
@@ -205,36 +199,26 @@ def build_teacher_cache(samples: Sequence[Any], cache_root: str | os.PathLike, *
     return CacheReport(folder, len(mine), len(todo), len(mine) - len(todo))
 
 
-def missing_items(folder: str | os.PathLike, samples: Sequence[Any]) -> list[str]:
-    """Sample keys of ``samples`` without an item in the key folder."""
-    return [s.key for s in samples if not item_path(folder, s.key).exists()]
-
-
-def cache_split(checkpoint: str | os.PathLike, data_root: str, split: str, cache_root: str | os.PathLike, *,
+def cache_split(sam3_checkpoint: str | os.PathLike, data_root: str, split: str, cache_root: str | os.PathLike, *,
                 teacher_cfg: TeacherConfig = DEFAULT_TEACHER, box_params: BoxParams = DEFAULT_BOXES,
-                box_source: Literal["gt", "prediction"] = "gt", student: str = "", sam3_checkpoint: str = "embedded",
-                limit: int | None = None, shard: tuple[int, int] = (0, 1), device: str = "auto",
-                progress: bool = True) -> CacheReport:
+                box_source: Literal["gt", "prediction"] = "gt", predictor: Callable[[np.ndarray], np.ndarray] | None = None,
+                predictor_id: str = "", limit: int | None = None, shard: tuple[int, int] = (0, 1),
+                device: str = "auto", progress: bool = True) -> CacheReport:
     """Teacher outputs for a split; the model is loaded only when an item is missing.
 
-    ``checkpoint``: the teacher's SAM3 folder or ``"embedded"``. ``box_source="prediction"``
-    prompts with components of a student's prediction (``student``: a checkpoint / run folder, or
-    ``""`` = the untrained student on ``sam3_checkpoint``), so unlabelled splits work too.
+    ``sam3_checkpoint``: the teacher's SAM3 checkpoint (a folder or an embedded name).
+    ``box_source="prediction"`` prompts with components of ``predictor``'s output (image HxWx3 uint8
+    -> HxW class ids, e.g. :func:`goose_lib.infer.tta.predictor` of a student; ``predictor_id``
+    names it in the cache key), so unlabelled splits work too.
     """
-    from goose_lib import paths
     from goose_lib.data.layout import index_split
     from goose_lib.models.sam3 import checkpoint_fingerprint
     from goose_lib.teacher.prompt import load_teacher
 
-    ckpt = paths.resolve_checkpoint(checkpoint)
-    samples = index_split(paths.resolve_data_root(data_root), split, limit=limit)
-    predict_fn, predictor_id = None, ""
-    if box_source == "prediction":
-        from goose_lib.teacher.selection import student_id, student_predictor
-
-        predict_fn = student_predictor(student, sam3_checkpoint=sam3_checkpoint, device=device)[0]
-        predictor_id = student_id(student, sam3_checkpoint=sam3_checkpoint)
-    return build_teacher_cache(samples, cache_root, fingerprint=checkpoint_fingerprint(ckpt),
-                               teacher=lambda: load_teacher(str(ckpt), cfg=teacher_cfg, device=device),
+    if box_source == "prediction" and (predictor is None or not predictor_id):
+        raise ValueError("cache_split: box_source='prediction' needs a predictor and its predictor_id")
+    samples = index_split(data_root, split, limit=limit)
+    return build_teacher_cache(samples, cache_root, fingerprint=checkpoint_fingerprint(sam3_checkpoint),
+                               teacher=lambda: load_teacher(sam3_checkpoint, cfg=teacher_cfg, device=device),
                                teacher_cfg=teacher_cfg, box_params=box_params, box_source=box_source,
-                               predict_fn=predict_fn, predictor_id=predictor_id, shard=shard, progress=progress)
+                               predict_fn=predictor, predictor_id=predictor_id, shard=shard, progress=progress)

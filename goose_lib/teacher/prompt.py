@@ -30,6 +30,7 @@ Outside every box: ``teacher_cls`` = ``teacher_region`` = 255 and ``teacher_prob
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -38,43 +39,13 @@ import numpy as np
 import torch
 
 from goose_lib.ontology import IGNORE_INDEX
+from goose_lib.paths import EMBEDDED
 from goose_lib.teacher.boxes import BoxSet, box_pixels
+from goose_lib.teacher.config import DEFAULT_TEACHER, TeacherConfig
 
 NONE = IGNORE_INDEX  # value of teacher_cls / teacher_region where the teacher says nothing
 
 
-@dataclass(frozen=True)
-class TeacherConfig:
-    """How SAM3 turns boxes into a teacher map (fields marked * do not change the result)."""
-
-    multimask: bool = True  # 3 candidates per box, keep the highest predicted IoU; False: 1 mask
-    mask_threshold: float = 0.5  # teacher_cls needs P >= this
-    tie_margin: float = 0.05  # "max_prob": two classes above threshold within this of each other -> none
-    overlap: Literal["smallest_box", "max_prob"] = "smallest_box"  # who wins where boxes overlap
-    no_memory_level: Literal["original", "transformers"] = "original"  # see module doc
-    box_batch: int = 64  # * boxes decoded per call (per image)
-    image_batch: int = 1  # * images encoded per call
-
-    def __post_init__(self) -> None:
-        if not 0.0 < self.mask_threshold < 1.0:
-            raise ValueError(f"mask_threshold must be in (0, 1), got {self.mask_threshold}")
-        if self.tie_margin < 0:
-            raise ValueError(f"tie_margin must be >= 0, got {self.tie_margin}")
-        if self.box_batch < 1 or self.image_batch < 1:
-            raise ValueError("box_batch and image_batch must be >= 1")
-        if self.overlap not in ("smallest_box", "max_prob"):
-            raise ValueError(f"overlap must be 'smallest_box' or 'max_prob', got {self.overlap!r}")
-        if self.no_memory_level not in ("original", "transformers"):
-            raise ValueError(f"no_memory_level must be 'original' or 'transformers', got {self.no_memory_level!r}")
-
-    def result_key(self) -> dict[str, Any]:
-        """The fields that change teacher outputs (for cache keys)."""
-        return {"multimask": self.multimask, "mask_threshold": self.mask_threshold,
-                "tie_margin": self.tie_margin, "no_memory_level": self.no_memory_level,
-                "overlap": self.overlap}
-
-
-DEFAULT_TEACHER = TeacherConfig()
 
 
 @dataclass(frozen=True)
@@ -293,11 +264,10 @@ def _compose_smallest(logits: torch.Tensor, boxes: BoxSet, threshold: float, cls
     return cls_map, prob_map, region_map
 
 
-def load_teacher(checkpoint: str = "embedded", *, cfg: TeacherConfig = DEFAULT_TEACHER,
+def load_teacher(sam3_checkpoint: str | os.PathLike = EMBEDDED, *, cfg: TeacherConfig = DEFAULT_TEACHER,
                  device: str = "auto", dtype: torch.dtype = torch.float32) -> Teacher:
-    """Load the SAM3 tracker strictly (``models.sam3.load_tracker``) and wrap it."""
+    """Load the SAM3 tracker of ``sam3_checkpoint`` strictly (``models.sam3.load_tracker``) and wrap it."""
     from goose_lib.models.sam3 import load_tracker
-    from goose_lib.paths import resolve_checkpoint, resolve_device
+    from goose_lib.paths import resolve_device
 
-    path = resolve_checkpoint(checkpoint)
-    return Teacher(load_tracker(path, device=resolve_device(device), dtype=dtype), cfg)
+    return Teacher(load_tracker(sam3_checkpoint, device=resolve_device(device), dtype=dtype), cfg)

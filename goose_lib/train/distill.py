@@ -181,3 +181,38 @@ class TeacherTargets:
             out[k] = t[k]
         return out
 
+
+# --- what the training loop uses (from TrainConfig's distill_* fields) ------------------------
+
+@dataclass
+class DistillSetup:
+    """Active distillation: what to attach before augmentation and how to use it in the loss."""
+
+    mode: str  # "soft" | "replace"
+    weight: float
+    classes: tuple[int, ...]
+    attach: Any  # TeacherTargets: item -> item with teacher_cls / teacher_prob / teacher_region
+
+    def _maps(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        missing = [k for k in ("teacher_cls", "teacher_prob", "teacher_region") if k not in batch]
+        if missing:
+            raise KeyError(f"batch lacks teacher maps {missing}; TeacherTargets must run before augmentation")
+        return batch["teacher_cls"], batch["teacher_prob"], batch["teacher_region"]
+
+    def loss(self, logits: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
+        return distill_loss(logits, *self._maps(batch), self.classes, mode="soft")
+
+    def replace(self, batch: dict[str, Any]) -> torch.Tensor:
+        return replace_labels(batch["label"], *self._maps(batch), self.classes)
+
+
+def make_distill(cfg: Any) -> tuple[DistillSetup | None, str | None]:
+    """``(setup or None, note)``: None when distillation is off or has no classes; ``note`` says
+    why training runs without it when it was asked for (for the warning and the log)."""
+    if cfg.distill_mode == "off":
+        return None, None
+    dcfg, message = resolve_distill(cfg.distill_mode, cfg.distill_weight, cfg.distill_classes,
+                                    cfg.distill_selection or None, cfg.teacher_cache or None)
+    if not dcfg.active:
+        return None, message
+    return DistillSetup(dcfg.mode, dcfg.weight, dcfg.classes, TeacherTargets(dcfg.cache_dir)), None

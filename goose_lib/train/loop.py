@@ -9,7 +9,7 @@ process group is created here from torchrun's environment when there is none.
 Files in ``out_dir``: ``metrics.jsonl`` (one JSON object per line: ``{"step", "loss", "lr"}``
 every ``log_interval`` steps, ``{"step", "val_composite", "val_miou", "val_category_miou"}`` after
 each validation, ``{"step", "event", "message"}`` for notes such as disabled distillation),
-``checkpoints/step_NNNNNNN/`` (see :mod:`goose_lib.train.checkpoint`), ``latest.json`` (the newest
+``checkpoints/step_NNNNNNN/`` (see :mod:`goose_lib.models.checkpoint`), ``latest.json`` (the newest
 complete checkpoint), with ``keep_best`` > 0 ``best/step_NNNNNNN/`` + ``best/best.json`` (the best
 validated inference weights, EMA when on, for checkpoint ensembles). The single optimizer step lives in :mod:`goose_lib.train.step`.
 """
@@ -28,16 +28,17 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from goose_lib.config import EvalProtocol, to_dict, validate
-from goose_lib.data.augment import EvalTransform, TrainTransform
+from goose_lib.data.augment import TrainTransform
 from goose_lib.data.dataset import GooseDataset
 from goose_lib.io import atomic_write_text
 from goose_lib.metrics import ConfusionMatrix, compute_scores
+from goose_lib.models.checkpoint import find_latest, load_run, save_best
 from goose_lib.train import checkpoint as ckpt
 from goose_lib.train.config import TrainConfig
+from goose_lib.train.distill import make_distill
 from goose_lib.train.distributed import all_gather_objects, setup_distributed
 from goose_lib.train.losses import criterion_for
 from goose_lib.train.sampling import (
@@ -47,18 +48,9 @@ from goose_lib.train.sampling import (
     class_presence,
     list_collate,
     repeat_factors,
+    with_copy_paste,
 )
-from goose_lib.train.step import (  # noqa: F401 - re-exported: the loop's public API
-    EMA,
-    TrainingDiverged,
-    TrainState,
-    compute_loss,
-    lr_factor,
-    make_state,
-    train_step,
-    weights_digest,
-)
-from goose_lib.train.wiring import make_distill, with_copy_paste
+from goose_lib.train.step import TrainingDiverged, make_state, train_step, weights_digest
 
 LOG_FILE = "metrics.jsonl"
 # Parameters a resumed run may change (they do not change what is computed, except ``steps``,
@@ -72,7 +64,7 @@ class TrainResult:
     """What :func:`train` returns (rank 0's view under torchrun)."""
 
     out_dir: Path
-    checkpoint: Path  # the final checkpoint folder (load with checkpoint.load_student)
+    checkpoint: Path  # the final checkpoint folder (goose_lib.models.checkpoint.load_student)
     step: int
     history: list[dict[str, Any]]  # the rows of metrics.jsonl
     val: dict[str, Any] | None  # the last validation's Scores.to_dict()
@@ -84,16 +76,21 @@ class TrainResult:
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, loader: torch.utils.data.DataLoader, ontology: Any, device: torch.device,
              *, protocol: EvalProtocol | None = None, progress: bool = False) -> dict[str, Any]:
-    """Single-scale validation (image stretched to the input, logits resized back to the label):
-    ``compute_scores(...).to_dict()`` over every rank's share of ``loader``."""
+    """Validation as notebook 04 / ``goose evaluate`` score mode ``single``: each image through
+    :func:`goose_lib.infer.tta.predict` with the default single-scale :class:`TTAConfig` (the same
+    function, so the composite training reports is the one evaluation reports), counted with
+    :class:`ConfusionMatrix` and summed over every rank's share of ``loader`` (raw items)."""
+    from goose_lib.infer.config import DEFAULT_TTA
+    from goose_lib.infer.tta import predict
+
     was_training = model.training
     model.eval()
     cm = ConfusionMatrix(ontology.num_classes)
     for batch in tqdm(loader, desc="validate", disable=not progress, leave=False):
-        logits = model(batch["image"].to(device)).float()
-        for lg, label in zip(logits, batch["label"]):
-            up = F.interpolate(lg[None], size=tuple(label.shape), mode="bilinear", align_corners=False)
-            cm.update(up[0].argmax(0), label.to(device))
+        for item in batch:
+            if item["label"] is None:
+                raise ValueError(f"{item['sample'].image}: no label; validation needs a labelled split")
+            cm.update(predict(model, item["image"], DEFAULT_TTA), item["label"], where=str(item["sample"].image))
     model.train(was_training)
     counts = torch.as_tensor(cm.counts, dtype=torch.int64)
     if dist.is_available() and dist.is_initialized():
@@ -144,8 +141,7 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, *, progress: bool = True
         state.distill = distill
 
         train_base = GooseDataset(cfg.data_root, cfg.train_split, config=cfg.data_config(cfg.train_limit))
-        val_set = GooseDataset(cfg.data_root, cfg.val_split, config=cfg.data_config(cfg.val_limit),
-                               transform=EvalTransform(image_size))
+        val_set = GooseDataset(cfg.data_root, cfg.val_split, config=cfg.data_config(cfg.val_limit))
         factors, pixels = None, None
         if cfg.repeat_threshold > 0 or cfg.loss == "class_balanced" or cfg.copy_paste_classes:
             pixels = class_pixel_counts(train_base.samples, train_base.ontology.num_classes,
@@ -157,9 +153,9 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, *, progress: bool = True
         params = to_dict(cfg) | {"world_size": ctx.world_size, "image_size": image_size}
         log_path = out_dir / LOG_FILE
         resumed_from = None
-        latest = ckpt.find_latest(out_dir)
+        latest = find_latest(out_dir)
         if latest is not None:
-            saved = ckpt.load_run(latest)["params"]
+            saved = load_run(latest)["params"]
             defaults = to_dict(TrainConfig())  # a parameter added since the run was saved had its default
             changed = {k for k in params if k not in RESUME_MAY_CHANGE and saved.get(k, defaults.get(k)) != params[k]}
             if changed:
@@ -224,7 +220,7 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, *, progress: bool = True
                     _append_log(log_path, vrow)
                     history.append(vrow)
                     if cfg.keep_best:
-                        ckpt.save_best(out_dir, state.step, state.eval_model, params=params,
+                        save_best(out_dir, state.step, state.eval_model, params=params,
                                        composite=last_val["composite"], keep=cfg.keep_best)
             if final or (cfg.checkpoint_interval and state.step % cfg.checkpoint_interval == 0):
                 rngs = all_gather_objects(ckpt.rng_state())
@@ -240,7 +236,7 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, *, progress: bool = True
         bar.close()
         if last_val is None:  # resumed at the end: nothing was trained, validate once for the result
             last_val = evaluate(state.eval_model, val_loader, val_set.ontology, device)
-        final_ckpt = ckpt.find_latest(out_dir) if ctx.rank == 0 else last_ckpt
+        final_ckpt = find_latest(out_dir) if ctx.rank == 0 else last_ckpt
         return TrainResult(out_dir=out_dir, checkpoint=Path(final_ckpt or last_ckpt), step=state.step,
                            history=_read_log(log_path) if ctx.rank == 0 else history, val=last_val,
                            notes=notes, resumed_from=resumed_from, wall_time=time.time() - start_time)

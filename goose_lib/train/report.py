@@ -10,7 +10,8 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from goose_lib.config import EvalProtocol
-from goose_lib.data.dataset import GooseDataset, read_label
+from goose_lib.data.dataset import GooseDataset
+from goose_lib.data.decode import read_label
 from goose_lib.metrics import ConfusionMatrix, compute_scores
 
 

@@ -8,16 +8,15 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
+from goose_lib.models.student import build_student
 from goose_lib.train import losses
+from goose_lib.train.config import TrainConfig
+from goose_lib.train.distill import DistillSetup
 from goose_lib.train.distributed import DistContext, all_reduce_mean
-from goose_lib.train.wiring import DistillSetup, build_student_for
-
-if TYPE_CHECKING:
-    from goose_lib.train.loop import TrainConfig
 
 
 class TrainingDiverged(RuntimeError):
@@ -82,7 +81,7 @@ def make_state(cfg: TrainConfig, device: torch.device, ctx: DistContext | None =
     from goose_lib.models.student import param_groups
 
     torch.manual_seed(cfg.seed)
-    model = build_student_for(cfg, device)
+    model = build_student(cfg.student_config(), device=device)
     groups = param_groups(model, lr=cfg.lr, weight_decay=cfg.weight_decay, layer_decay=cfg.layer_decay)
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay,
                                   fused=device.type in ("cpu", "cuda"))  # one kernel for all parameters
