@@ -40,7 +40,7 @@ def _spec(tmp_path: Path, text: str) -> Path:
     (SPEC_HEAD + "    after: [b]\n  b:\n    notebook: fake.ipynb\n    after: [a]\n", r"dependency cycle"),
     (SPEC_HEAD + "    grid: {alpha: [1, 2]}\n  b:\n    notebook: fake.ipynb\n"
      "    params: {checkpoint: '${a.checkpoint}'}\n", r"must name one run"),
-    (SPEC_HEAD + "index: {baseline: nobody}\n", r"index: unknown run 'nobody'"),
+    (SPEC_HEAD + "index: {baseline: nobody}\n", r"index.baseline: unknown run or step 'nobody'"),
     ("stepz: {}\n", r"needs a non-empty 'steps'"),
 ])
 def test_bad_specs_are_rejected_before_anything_runs(tmp_path: Path, text: str, message: str) -> None:

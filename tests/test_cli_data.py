@@ -78,6 +78,7 @@ def test_stats_table_shards_and_merge(tiny_root: Path, tmp_path: Path, capsys: p
 @pytest.mark.slow
 def test_stats_json_in_a_subprocess(tiny_root: Path, goose_home: Path) -> None:
     """The installed entry point: JSON alone on stdout (the progress bar goes to stderr)."""
-    res = subprocess.run([sys.executable, "-m", "goose_lib", "stats", str(tiny_root), "--split", "val", "--json"],
+    res = subprocess.run([sys.executable, "-m", "goose_lib", "stats", "--data-root", str(tiny_root), "--split", "val",
+                          "--json"],
                          capture_output=True, text=True, timeout=120, check=True)
     assert json.loads(res.stdout)["samples"] == 4

@@ -99,12 +99,13 @@ def test_leaderboard_spec_is_valid_and_shares_the_paper_runs() -> None:
     lb = load_spec(repo_root() / "ablations" / "leaderboard.yaml")
     paper = {r.name: r for r in load_spec(repo_root() / "ablations" / "paper.yaml").runs}
     runs = {r.name: r for r in lb.runs}
-    shared = {"train_aggressive", "teacher", "train_distill", "evaluate-multiscale"}
-    assert shared <= set(runs) and shared <= set(paper)
+    shared = {n for n in paper if n.split("-seed=")[0] in ("train_aggressive", "teacher", "train_distill", "evaluate")}
+    assert len(shared) == 12 and shared <= set(runs)
     for name in shared:
         assert (runs[name].notebook, runs[name].params) == (paper[name].notebook, paper[name].params)
     techniques = {"category", "ensemble3", "copy_paste", "repeat", "ema", "gauss4flip", "ohem", "balanced",
                   "layer_decay", "all"}
-    assert {n.split("-", 1)[1] for n in runs if n.startswith("eval_lb-")} == techniques
-    assert lb.baseline == "evaluate-multiscale" and set(lb.compare.values()) == {f"eval_lb-{t}" for t in techniques} | {
-        "evaluate-multiscale"}
+    assert {r.step.removeprefix("eval_") for r in lb.runs if r.step.startswith("eval_")} == techniques
+    assert all(runs[f"eval_{t}-seed={k}"].seed == k for t in techniques for k in (0, 1, 2))
+    assert lb.baseline == "paper" and set(lb.compare) == {"paper", "all"} | {f"+{t}" for t in techniques - {"all"}}
+    assert runs["eval_ensemble3-seed=1"].deps == ("train_ensemble3-seed=1",)  # same-seed upstream
