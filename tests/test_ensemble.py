@@ -74,8 +74,14 @@ def test_resolve_members_reads_the_best_checkpoints(tmp_path) -> None:
         {"step": 4, "composite": 0.5, "checkpoint": "best/step_0000004"},
         {"step": 2, "composite": 0.4, "checkpoint": "best/step_0000002"}]))
     final = run / "checkpoints" / "step_0000004"
+    final.mkdir(parents=True)
+    (final / "run.json").write_text("{}")
     assert resolve_members(str(final), ("x",)) == [str(final), "x"]
     assert resolve_members(str(final), best=1) == [str(run / "best" / "step_0000004")]
     assert resolve_members(str(run), best=5) == [str(run / "best" / "step_0000004"), str(run / "best" / "step_0000002")]
+    assert resolve_members(str(tmp_path), best=1) == [str(run / "best" / "step_0000004")]  # a 03_training run
+    other = tmp_path / "other" / "checkpoints" / "step_1"
+    other.mkdir(parents=True)
+    (other / "run.json").write_text("{}")
     with pytest.raises(FileNotFoundError, match="keep_best"):
-        resolve_members(str(tmp_path / "other" / "checkpoints" / "step_1"), best=2)
+        resolve_members(str(other), best=2)

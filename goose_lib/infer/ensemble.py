@@ -91,14 +91,16 @@ def resolve_members(checkpoint: str, extra: Sequence[str] = (), best: int = 0) -
     """The checkpoint folders of an ensemble: ``checkpoint`` (or, with ``best`` = k > 0, the k best
     checkpoints its training run kept by validation composite, ``keep_best``) plus ``extra``.
 
-    ``checkpoint`` may be a checkpoint folder or a training run folder; its run is the folder itself
-    when it has ``best/``, else the run holding it (``<run>/checkpoints/step_N``)."""
+    With ``best``, ``checkpoint`` may be a training run folder, a ``03_training`` notebook run
+    (``<run>/training``) or a checkpoint folder of the run (``<run>/checkpoints/step_N``)."""
     if best <= 0:
         return [checkpoint, *extra]
-    from goose_lib.models.checkpoint import BEST_DIR, best_checkpoints
+    from goose_lib.models.checkpoint import BEST_DIR, BEST_FILE, best_checkpoints, resolve_student_folder
 
     path = Path(checkpoint).expanduser()
-    run = path if (path / BEST_DIR).is_dir() else path.parent.parent
+    run = next((r for r in (path, path / "training") if (r / BEST_DIR / BEST_FILE).is_file()), None)
+    if run is None:
+        run = resolve_student_folder(path).parent.parent
     kept = best_checkpoints(run)
     if not kept:
         raise FileNotFoundError(f"{path}: no best checkpoints kept in {run / BEST_DIR} (train with keep_best > 0)")
