@@ -15,7 +15,7 @@ Inputs (data roots, SAM3 and student checkpoints) are declared with
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 from goose_lib.config import DataConfig, EvalProtocol, VoidProtocol, input_param
 from goose_lib.infer.config import TTABlend, TTAConfig
@@ -69,6 +69,8 @@ class TrainingParams(TrainConfig):
 
     out_dir: str = "."  # run folder: metrics.jsonl, checkpoints/, figures
     progress: bool = True  # progress bars
+
+    RESUME_DIRS: ClassVar[tuple[str, ...]] = ("training",)  # kept for an interrupted run to resume from
 
 
 @dataclass(frozen=True)
@@ -137,9 +139,12 @@ class TeacherParams:
     checkpoint: str = input_param("checkpoint", UNTRAINED)  # student checkpoint / run folder; "untrained" = labelled so
     data_root: str = input_param("data_root", _DATA.data_root)  # "embedded" or a GOOSE download
     train_split: str = "train"  # split cached for distillation (and used for adaptation)
-    compare_split: str = "val"  # labelled split of the comparison
+    compare_split: str = "train"  # labelled split the classes are selected on (never the reported val)
+    compare_holdout: float = 0.25  # selection on this fraction of compare_split's scenarios; 0 = all
+    holdout_seed: int = 0  # which scenarios are held out (fixed across the runs' seeds)
     train_limit: int | None = None  # first N training samples cached; None = all
     compare_limit: int | None = None  # first N comparison samples; None = all
+    exclude_scenarios: tuple[str, ...] = _DATA.exclude_scenarios  # scenario folders left out of every step
     cache_dir: str = ""  # teacher cache root; "" = <GOOSE_SAM3_HOME>/teacher-cache (keyed, shared)
     min_area: int = _BOXES.min_area  # boxes: objects below this many pixels get no box
     box_margin: float = _BOXES.margin  # boxes: widen by this fraction of the box size per side
@@ -155,7 +160,8 @@ class TeacherParams:
     adapt_steps: int = -1  # teacher adaptation steps; -1 = auto (150 for "embedded", else 0 = off)
     adapt_lr: float = _ADAPT.lr  # adaptation learning rate
     adapt_images_per_step: int = _ADAPT.images_per_step  # adaptation images per step
-    margin: float = _RULE.margin  # selection: teacher IoU must exceed student IoU by more than this
+    criterion: Literal["distill", "box"] = _RULE.criterion  # selection: simulated composite change | in-box IoU
+    margin: float = _RULE.margin  # selection: the gain must be more than this
     min_pixels: int = _RULE.min_pixels  # selection: ground-truth pixels of the class inside its boxes
     min_images: int = _RULE.min_images  # selection: images with a box of the class
     max_classes: int | None = _RULE.max_classes  # selection: keep the N largest gains; None = all
@@ -170,7 +176,9 @@ class TeacherParams:
         if self.adapt_steps < -1:
             raise ValueError(f"adapt_steps must be -1 (auto) or >= 0, got {self.adapt_steps}")
         if self.compare_split == "test":
-            raise ValueError("compare_split 'test' has no labels; compare on 'val' (or 'train')")
+            raise ValueError("compare_split 'test' has no labels; compare on 'train' (held-out scenarios) or 'val'")
+        if not 0 <= self.compare_holdout < 1:
+            raise ValueError(f"compare_holdout must be in [0, 1), got {self.compare_holdout}")
         self.box_params(), self.teacher_config(), self.adapt_config(), self.selection_rule()  # validate
 
     def box_params(self) -> BoxParams:
@@ -188,8 +196,8 @@ class TeacherParams:
                            limit=self.train_limit, seed=self.seed, no_memory_level=self.no_memory_level)
 
     def selection_rule(self) -> SelectionRule:
-        return SelectionRule(margin=self.margin, min_pixels=self.min_pixels, min_images=self.min_images,
-                             max_classes=self.max_classes)
+        return SelectionRule(criterion=self.criterion, margin=self.margin, min_pixels=self.min_pixels,
+                             min_images=self.min_images, max_classes=self.max_classes)
 
 
 NOTEBOOK_PARAMS: dict[str, type] = {

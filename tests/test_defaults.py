@@ -31,7 +31,7 @@ SHARED = [
     (TeacherParams, TeacherConfig, {n: n for n in ("multimask", "mask_threshold", "tie_margin", "overlap",
                                                    "no_memory_level", "box_batch")}),
     (TeacherParams, AdaptConfig, {"adapt_lr": "lr", "adapt_images_per_step": "images_per_step", "seed": "seed"}),
-    (TeacherParams, SelectionRule, {n: n for n in ("margin", "min_pixels", "min_images", "max_classes")}),
+    (TeacherParams, SelectionRule, {n: n for n in ("criterion", "margin", "min_pixels", "min_images", "max_classes")}),
     (TrainConfig, StudentConfig, {n: n for n in STUDENT_FIELDS}),
     (TrainConfig, DataConfig, {"data_root": "data_root", "exclude_scenarios": "exclude_scenarios"}),
     (TrainingParams, TrainConfig, {f.name: f.name for f in dataclasses.fields(TrainConfig)}),

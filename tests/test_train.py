@@ -280,9 +280,9 @@ def test_distillation_is_wired_into_the_loss(tiny_root, small_ckpt, tmp_path, mo
         seen.append(("loss", tuple(tregion.shape), tuple(classes)))
         return real_loss(logits, tcls, tprob, tregion, classes, **kw)
 
-    def spy_replace(label, tcls, tprob, tregion, classes):
+    def spy_replace(label, tcls, tprob, tregion, classes, **kw):
         seen.append(("replace", tuple(tregion.shape), tuple(classes)))
-        return real_replace(label, tcls, tprob, tregion, classes)
+        return real_replace(label, tcls, tprob, tregion, classes, **kw)
 
     monkeypatch.setattr(distill, "distill_loss", spy_loss)
     monkeypatch.setattr(distill, "replace_labels", spy_replace)
@@ -305,6 +305,13 @@ def test_cli_train_runs_headless(tiny_root, small_ckpt, tmp_path) -> None:
     assert rc == 0
     run = ckpt.load_run(ckpt.find_latest(out))
     assert run["params"]["scale_range"] == [0.75, 1.5] and run["params"]["steps"] == 1
+    from goose_lib.reports import provenance
+
+    rec = json.loads((out / "provenance.json").read_text())  # as a notebook run records
+    assert rec["notebook"] == "goose train" and rec["seed"] == 0 and rec["params"]["steps"] == 1
+    assert rec["params_sha256"] == provenance.params_hash(rec["params"])
+    assert rec["inputs"]["data"]["data_root"] == provenance.data_fingerprint(tiny_root)
+    assert rec["inputs"]["checkpoints"]["sam3_checkpoint"] == provenance.checkpoint_hash(small_ckpt)
     assert main(["train", "--out-dir", str(out), "--batch-size", "0"]) == 2
     assert to_dict(TrainConfig())["distill_classes"] == []
 

@@ -199,3 +199,29 @@ def test_gaussian_blend_with_infinite_sigma_is_the_flat_average() -> None:
     assert _gauss(0.125).name == "ms1.5-2@native+gauss0.125"
     with pytest.raises(ValueError, match="blend"):
         TTAConfig(blend="cosine")  # type: ignore[arg-type]
+
+
+class _PixelModel(torch.nn.Module):
+    """Logits (B, 2, S, S): class 0 = 4 x the input's first channel, class 1 = 0 (no mixing of pixels)."""
+
+    def __init__(self, image_size: int) -> None:
+        super().__init__()
+        self.image_size = image_size
+        self.anchor = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([4 * x[:, 0], torch.zeros_like(x[:, 0])], dim=1)
+
+
+def test_overlapping_windows_are_averaged_not_summed() -> None:
+    """Each pixel's logits are the mean over the windows covering it: with a per-pixel model every
+    window gives the same value there, so the result equals one window's, overlapped or not."""
+    model = _PixelModel(image_size=32)
+    image = _blocks(48, 80, block=8)
+    cfg = TTAConfig(mode="multiscale", scales=(1.0,), base="native", overlap=0.5)
+    starts_y, starts_x = window_starts(48, 32, 0.5), window_starts(80, 32, 0.5)
+    assert len(starts_y) > 1 and len(starts_x) > 1 and starts_x[1] < 32  # windows do overlap
+    x0 = torch.from_numpy(image[..., 0].astype(np.float32)) / 127.5 - 1.0  # canvas = image (scale 1, native)
+    expected = torch.sigmoid(4 * x0)  # softmax of (4 x0, 0), class 0
+    probs = predict_probs(model, image, cfg)
+    torch.testing.assert_close(probs[0], expected, atol=1e-5, rtol=1e-5)

@@ -96,21 +96,65 @@ def _tree_listing(root: Path) -> list[tuple[str, int]]:
     return sorted(items)
 
 
-@lru_cache(maxsize=32)
-def _data_fingerprint(root: str) -> dict[str, Any]:
-    listing = _tree_listing(Path(root))
-    return {"root": root, "files": len(listing), "bytes": sum(s for _, s in listing),
-            "sha256": sha256_json(listing)}
+HASH_CACHE_DIR = "file-hash-cache"
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def content_hashes(root: Path, *, workers: int = 8) -> dict[str, tuple[int, str]]:
+    """``{relative path: (size, sha256)}`` of every non-hidden file under ``root``. Hashes are
+    cached on disk (``<GOOSE_SAM3_HOME>/file-hash-cache/``) by path, size and mtime, so only new
+    or changed files are read again: a second pass over a GOOSE download costs its ``stat`` calls."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from goose_lib.io import atomic_write_json, read_json
+    from goose_lib.paths import home
+
+    store = home() / HASH_CACHE_DIR / f"{sha256_json(str(root))[:24]}.json"
+    try:
+        cached = read_json(store) if store.is_file() else {}
+    except (OSError, ValueError):
+        cached = {}
+    stats: dict[str, tuple[int, int]] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in filenames:
+            if not name.startswith("."):
+                path = Path(dirpath) / name
+                st = path.stat()
+                stats[path.relative_to(root).as_posix()] = (st.st_size, st.st_mtime_ns)
+    todo = [rel for rel, (size, mtime) in stats.items()
+            if not (rel in cached and cached[rel][0] == size and cached[rel][1] == mtime)]
+    if todo:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for rel, digest in zip(todo, pool.map(lambda r: _file_sha256(root / r), todo)):
+                cached[rel] = [stats[rel][0], stats[rel][1], digest]
+        fresh = {rel: cached[rel] for rel in stats}
+        try:
+            atomic_write_json(store, fresh)
+        except OSError:
+            pass  # a read-only home only loses the cache
+        cached = fresh
+    return {rel: (stats[rel][0], cached[rel][2]) for rel in sorted(stats)}
 
 
 def data_fingerprint(root: str | os.PathLike) -> dict[str, Any]:
-    """Fingerprint of a dataset root's split index: ``{"root", "files", "bytes", "sha256"}``,
-    the hash over (relative file name, size) of every non-hidden file. Cheap (no file is
-    read); a renamed, added, removed or resized file changes it."""
+    """Fingerprint of a dataset root by content: ``{"root", "files", "bytes", "sha256"}``, the
+    hash over (relative file name, sha256 of its bytes) of every non-hidden file. File hashes are
+    cached by path, size and mtime (:func:`content_hashes`): a changed byte, a renamed, added or
+    removed file changes it; an unchanged tree is not read again."""
     root = Path(root).resolve()
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: data root is not a folder")
-    return _data_fingerprint(str(root))
+    hashes = content_hashes(root)
+    return {"root": str(root), "files": len(hashes), "bytes": sum(size for size, _ in hashes.values()),
+            "sha256": sha256_json([[rel, digest] for rel, (_, digest) in hashes.items()])}
 
 
 @lru_cache(maxsize=64)
@@ -232,3 +276,16 @@ def collect(*, notebook: str, params: Mapping[str, Any], inputs: Mapping[str, An
         "started": started,
         "wall_s": round(wall_s, 3),
     }
+
+
+def write_record(path: str | os.PathLike, *, command: str, params: Mapping[str, Any],
+                 kinds: Mapping[str, InputKind], seed: Any = None, device: Any = "auto", started: str,
+                 wall_s: float, base: str | os.PathLike = ".") -> Path:
+    """The provenance record of a command-line result (``goose train``, ``teacher``, ``evaluate``,
+    ``predict``, ``submit``): the same fields as a notebook run's, ``notebook`` naming the command."""
+    from goose_lib.io import atomic_write_json
+
+    inputs = input_fingerprints(params, base, kinds=kinds)
+    record = collect(notebook=command, params=params, inputs=inputs, seed=seed, started=started, wall_s=wall_s,
+                     device=device)
+    return atomic_write_json(Path(path), {**record, "params": dict(params)})

@@ -15,9 +15,20 @@ of simply filling the boxes (|G_c & R_c| / |R_c|), the baseline any box-prompted
 beat to add information beyond its boxes. Support:
 ``support_pixels`` = sum |G_c & R_c|, ``support_images`` = images with a box of c.
 
-Selection (:class:`SelectionRule`): a class is distilled when it has enough support and the
-teacher beats the student by more than ``margin``. An empty selection is valid (training then runs
-without distillation).
+What distillation would change (``distill_gain``, all classes): distilling class c acts on every
+pixel of c's *target region* T_c (``teacher_region == c``: the pixels where c's box is the smallest
+covering box), whatever their label. Simulate it: the student's map with T_c replaced by the
+teacher's verdict there (c where ``teacher_prob >= threshold``; where the teacher says "not c" and
+the student said c, class 0 = none: the student's next choice is unknown), scored on the full images
+over ALL classes; ``distill_gain`` = its composite minus the student's. A class whose targets
+override its neighbours (a stuff box whose mask fills the box and swallows the classes inside it)
+loses composite there even when its own in-box IoU beats the student's, so it is not selected.
+``region_pixels`` = sum |T_c|, ``region_other`` = the share of T_c labelled with another class
+that the teacher claims for c.
+
+Selection (:class:`SelectionRule`): a class is distilled when it has enough support and its gain
+(``criterion="distill"``: ``distill_gain``, the default; ``"box"``: the in-box ``gain``) is larger
+than ``margin``. An empty selection is valid (training then runs without distillation).
 """
 
 from __future__ import annotations
@@ -36,12 +47,13 @@ from goose_lib.ontology import IGNORE_INDEX, Ontology
 from goose_lib.teacher.config import SelectionRule
 
 COLUMNS = ("name", "category", "teacher_iou", "student_iou", "gain", "box_iou", "student_iou_full",
-           "support_pixels", "support_images", "boxes", "selected")
+           "distill_gain", "region_pixels", "region_other", "support_pixels", "support_images", "boxes", "selected")
 
 
 def compare(samples: Sequence[Any], cache_folder: str | os.PathLike,
             predict_fn: Callable[[np.ndarray], np.ndarray], *, ontology: Ontology | None = None,
-            protocol: EvalProtocol | None = None, progress: bool = True) -> tuple[pd.DataFrame, Any]:
+            protocol: EvalProtocol | None = None, threshold: float = 0.5,
+            progress: bool = True) -> tuple[pd.DataFrame, Any]:
     """Teacher vs student per class on labelled ``samples`` (``data.layout.Sample``).
 
     ``cache_folder``: the key folder of a teacher cache holding these samples;
@@ -58,8 +70,12 @@ def compare(samples: Sequence[Any], cache_folder: str | os.PathLike,
 
     ontology = ontology or Ontology.load()
     k = ontology.num_classes
+    protocol = protocol or EvalProtocol()
     inter_t, union_t, inter_s, union_s, support, images, nboxes, area = (np.zeros(k, np.int64) for _ in range(8))
+    region_px, region_other, region_claimed = (np.zeros(k, np.int64) for _ in range(3))
+    sim_delta: dict[int, np.ndarray] = {}  # c -> (k, k) change of the confusion counts when c is distilled
     cm = ConfusionMatrix(k)
+    prob_min = int(np.ceil(threshold * 255))
     for s in tqdm(list(samples), desc="compare", disable=not progress):
         item = load_sample(s, num_classes=k)
         label = item["label"]
@@ -74,6 +90,20 @@ def compare(samples: Sequence[Any], cache_folder: str | os.PathLike,
         pred = np.asarray(predict_fn(item["image"]))
         cm.update(pred, label, where=str(s.image))
         valid = label != IGNORE_INDEX
+        claims = t["teacher_prob"] >= prob_min
+        for c in np.unique(t["teacher_region"]):
+            c = int(c)
+            if c == IGNORE_INDEX:
+                continue
+            m = (t["teacher_region"] == c) & valid
+            g, before = label[m].astype(np.int64), pred[m].astype(np.int64)
+            after = np.where(claims[m], c, np.where(before == c, 0, before))
+            d = sim_delta.setdefault(c, np.zeros((k, k), np.int64))
+            np.add.at(d, (g, after), 1)
+            np.add.at(d, (g, before), -1)
+            region_px[c] += int(m.sum())
+            region_other[c] += int((g != c).sum())
+            region_claimed[c] += int(((g != c) & claims[m]).sum())
         boxes = t["boxes"]
         for c in np.unique(boxes.classes):
             c = int(c)
@@ -89,7 +119,10 @@ def compare(samples: Sequence[Any], cache_folder: str | os.PathLike,
             area[c] += int(r.sum())
             images[c] += 1
             nboxes[c] += int((boxes.classes == c).sum())
-    scores = compute_scores(cm.counts, ontology, protocol or EvalProtocol())
+    scores = compute_scores(cm.counts, ontology, protocol)
+    distill_gain = np.full(k, np.nan)
+    for c, d in sim_delta.items():
+        distill_gain[c] = compute_scores(cm.counts + d, ontology, protocol).composite - scores.composite
     with np.errstate(invalid="ignore", divide="ignore"):
         t_iou = np.where(union_t > 0, inter_t / np.maximum(union_t, 1), np.nan)
         s_iou = np.where(union_s > 0, inter_s / np.maximum(union_s, 1), np.nan)
@@ -100,6 +133,8 @@ def compare(samples: Sequence[Any], cache_folder: str | os.PathLike,
         "category": [ontology.classes[c].category for c in rows],
         "teacher_iou": t_iou[rows], "student_iou": s_iou[rows], "gain": t_iou[rows] - s_iou[rows],
         "box_iou": b_iou[rows], "student_iou_full": np.asarray(scores.class_iou)[rows],
+        "distill_gain": distill_gain[rows], "region_pixels": region_px[rows],
+        "region_other": [region_claimed[c] / region_other[c] if region_other[c] else 0.0 for c in rows],
         "support_pixels": support[rows],
         "support_images": images[rows], "boxes": nboxes[rows]}, index=pd.Index(rows, name="class_id"))
     return df, scores
@@ -108,9 +143,10 @@ def compare(samples: Sequence[Any], cache_folder: str | os.PathLike,
 def select_classes(table: pd.DataFrame, rule: SelectionRule | None = None) -> list[int]:
     """Class ids passing ``rule`` (default :class:`SelectionRule`), largest gain first (ties by id)."""
     rule = rule or SelectionRule()
+    col = "distill_gain" if rule.criterion == "distill" else "gain"
     ok = ((table["support_pixels"] >= rule.min_pixels) & (table["support_images"] >= rule.min_images)
-          & table["gain"].notna() & (table["gain"] > rule.margin) & ~table.index.isin(list(rule.exclude)))
-    chosen = table[ok].assign(_id=table.index[ok]).sort_values(["gain", "_id"], ascending=[False, True])
+          & table[col].notna() & (table[col] > rule.margin) & ~table.index.isin(list(rule.exclude)))
+    chosen = table[ok].assign(_id=table.index[ok]).sort_values([col, "_id"], ascending=[False, True])
     ids = [int(c) for c in chosen.index]
     return ids if rule.max_classes is None else ids[: rule.max_classes]
 

@@ -89,6 +89,7 @@ class TrainConfig:
     # distillation (goose_lib.train.distill)
     distill_mode: Literal["off", "soft", "replace"] = "off"  # soft = extra loss, replace = labels
     distill_weight: float = 1.0  # weight of the soft distillation loss
+    distill_protect: bool = True  # targets never overrule labels of undistilled classes
     distill_classes: tuple[int, ...] = ()  # class ids; () = take them from distill_selection
     distill_selection: str = ""  # selection JSON of the teacher notebook ({"classes": [...]}); "" = none
     teacher_cache: str = ""  # teacher cache folder; "" = none

@@ -115,6 +115,15 @@ def _append_log(path: Path, row: dict[str, Any]) -> None:
         f.write(json.dumps(row, default=float) + "\n")
 
 
+def resume_world_size_message(out_dir: Path, saved: Any, now: int, cfg: TrainConfig) -> str:
+    """Why a run is not resumed with another number of processes (and what to do instead)."""
+    return (f"{out_dir}: the checkpoint was written by {saved} process(es), this launch has {now}. "
+            f"Resuming would change the global batch ({cfg.batch_size} x {cfg.accumulation} accumulation x "
+            "processes), the per-rank data streams and the saved RNG states, i.e. silently train a "
+            f"different schedule, so it is refused. Relaunch with {saved} processes (torchrun "
+            "--nnodes x --nproc_per_node), or start a new out_dir.")
+
+
 def train(cfg: TrainConfig, out_dir: str | os.PathLike, *, progress: bool = True) -> TrainResult:
     """Train the student described by ``cfg``, writing logs and checkpoints under ``out_dir``.
 
@@ -158,6 +167,8 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, *, progress: bool = True
             saved = load_run(latest)["params"]
             defaults = to_dict(TrainConfig())  # a parameter added since the run was saved had its default
             changed = {k for k in params if k not in RESUME_MAY_CHANGE and saved.get(k, defaults.get(k)) != params[k]}
+            if "world_size" in changed:
+                raise ValueError(resume_world_size_message(out_dir, saved.get("world_size"), ctx.world_size, cfg))
             if changed:
                 raise ValueError(f"{out_dir}: holds a run with other parameters ({sorted(changed)}); "
                                  "use another out_dir or the same parameters to resume")
@@ -223,8 +234,8 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, *, progress: bool = True
                         save_best(out_dir, state.step, state.eval_model, params=params,
                                        composite=last_val["composite"], keep=cfg.keep_best)
             if final or (cfg.checkpoint_interval and state.step % cfg.checkpoint_interval == 0):
-                rngs = all_gather_objects(ckpt.rng_state())
-                sums = all_gather_objects(weights_digest(state.model)) if ctx.world_size > 1 else None
+                rngs = all_gather_objects(ckpt.rng_state(), device)
+                sums = all_gather_objects(weights_digest(state.model), device) if ctx.world_size > 1 else None
                 if ctx.rank == 0:
                     info = {"step": state.step, "rng": rngs, "loss": loss, "notes": notes,
                             "val": last_val, "distill_active": distill is not None, "rank_digests": sums}

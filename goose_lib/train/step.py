@@ -139,7 +139,7 @@ def train_step(state: TrainState, micro_batches: list[dict[str, Any]]) -> float:
             loss = compute_loss(state, _to(batch, state.device))
             (loss / n).backward()
         total += loss.detach()
-    value = all_reduce_mean(total / n)
+    value = all_reduce_mean(total / n, state.device)
     if not math.isfinite(value):
         state.optimizer.zero_grad(set_to_none=True)
         raise TrainingDiverged(f"loss is {value} at step {state.step + 1}")
