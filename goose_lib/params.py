@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 from goose_lib.config import DataConfig, EvalProtocol, VoidProtocol, input_param
-from goose_lib.infer.config import TTAConfig
+from goose_lib.infer.config import TTABlend, TTAConfig
 from goose_lib.paths import EMBEDDED, UNTRAINED
 from goose_lib.teacher.config import AdaptConfig, BoxParams, SelectionRule, TeacherConfig
 from goose_lib.train.config import TrainConfig
@@ -89,6 +89,11 @@ class ErrorAnalysisParams:
     window_batch: int = _TTA.window_batch  # windows per forward pass
     tta_base: Literal["stretch", "native"] = _TTA.base  # canvas at scale 1: model view or image size
     autocast: Literal["off", "bfloat16", "float16"] = _TTA.autocast  # mixed-precision forward passes (GPU)
+    blend: TTABlend = _TTA.blend  # multiscale: overlapping windows averaged flat or Gaussian-weighted
+    blend_sigma: float = _TTA.blend_sigma  # gaussian blend: sigma as a fraction of the window side
+    ensemble_checkpoints: tuple[str, ...] = input_param("checkpoint", ())  # more students averaged with `checkpoint`
+    ensemble_best: int = 0  # k > 0: use the k best checkpoints of `checkpoint`'s run (keep_best) instead of it
+    ensemble_offload: bool = False  # ensemble: one member on the device at a time
     primary: Literal["single", "multiscale"] = "multiscale"  # mode recorded top-level and submitted
     boundary_bins: tuple[float, ...] = (1, 2, 4, 8, 16, 32)  # distance-to-boundary bin edges (px)
     worst_images: int = 4  # images shown in the worst-images figure
@@ -105,7 +110,9 @@ class ErrorAnalysisParams:
         if self.split == "test":
             raise ValueError("split 'test' has no labels; analyse 'val' (or 'train')")
         self.data_config()  # limit
-        self.modes()  # scales, overlap, window_batch, base, autocast
+        self.modes()  # scales, overlap, window_batch, base, autocast, blend
+        if self.ensemble_best < 0:
+            raise ValueError(f"ensemble_best must be >= 0, got {self.ensemble_best}")
         for name in ("worst_images", "confusion_classes", "browser_max_side"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -120,7 +127,8 @@ class ErrorAnalysisParams:
         common = {"flip": self.flip, "window_batch": self.window_batch, "autocast": self.autocast}
         return {"single": TTAConfig(**common),
                 "multiscale": TTAConfig(mode="multiscale", scales=self.scales, overlap=self.overlap,
-                                        base=self.tta_base, **common)}
+                                        base=self.tta_base, blend=self.blend, blend_sigma=self.blend_sigma,
+                                        **common)}
 
 
 @dataclass(frozen=True)

@@ -69,6 +69,13 @@ def test_input_fingerprints_pick_inputs_by_name_relative_to_the_run(tmp_path: Pa
     with pytest.raises(FileNotFoundError, match="nope: checkpoint does not exist"):
         provenance.input_fingerprints({"checkpoint": "../nope"}, run_dir, kinds=KINDS)
     assert provenance.input_fingerprints({"checkpoint": "untrained"}, run_dir, kinds=KINDS)["checkpoints"] == {}
+    # a list of checkpoints (an ensemble) is fingerprinted member by member
+    _tree(tmp_path / "reports" / "train2" / "ckpt", {"model.safetensors": "v"})
+    ens = provenance.input_fingerprints({"ensemble_checkpoints": ["../train/ckpt", "../train2/ckpt"]}, run_dir,
+                                        kinds={"ensemble_checkpoints": "checkpoint"})
+    assert ens["checkpoints"] == {
+        "ensemble_checkpoints[0]": provenance.checkpoint_hash(tmp_path / "reports/train/ckpt"),
+        "ensemble_checkpoints[1]": provenance.checkpoint_hash(tmp_path / "reports/train2/ckpt")}
 
 
 def test_embedded_data_root_is_fingerprinted(tiny_root: Path) -> None:

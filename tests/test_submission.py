@@ -116,7 +116,7 @@ def test_score_equals_evaluate_and_cli(tiny_root: Path, tmp_path: Path, capsys: 
     (foreign / "notes.txt").write_text("mine")
     with pytest.raises(SubmissionError, match="not written by write_predictions"):
         write_predictions(model, tiny_root, foreign, split="val", progress=False)
-    for void in ("ignore_void", "void_as_class"):
+    for void in ("ignore_void_category", "ignore_void", "void_as_class", "toolkit"):
         protocol = EvalProtocol(void)
         scores = score_predictions(pred_dir, tiny_root, split="val", protocol=protocol)
         ref = evaluate(model, GooseDataset(tiny_root, "val"), {"s": TTAConfig()}, protocol, progress=False)
@@ -125,9 +125,19 @@ def test_score_equals_evaluate_and_cli(tiny_root: Path, tmp_path: Path, capsys: 
         assert main(["score", str(pred_dir), "--data-root", str(tiny_root), "--split", "val", "--protocol", void, "--json"]) == 0
         out = json.loads(capsys.readouterr().out)
         assert set(out) >= {"miou", "category_miou", "composite", "class_iou", "category_iou", "protocol"}
-        assert len(out["class_iou"]) == 64 and out["protocol"] == void
+        assert len(out["class_iou"]) == 64 and out["protocol"] == protocol.void
         assert out["composite"] == pytest.approx(scores.composite)
-        assert len(out["category_iou"]) == 11
+        assert len(out["category_iou"]) == (12 if void == "toolkit" else 11)
+    assert main(["score", str(pred_dir), "--data-root", str(tiny_root), "--split", "val", "--protocol", "all",
+                 "--json"]) == 0
+    every = json.loads(capsys.readouterr().out)
+    assert list(every) == ["ignore_void_category", "ignore_class0", "void_as_class", "toolkit"]
+    for name, d in every.items():
+        assert d["composite"] == pytest.approx(score_predictions(pred_dir, tiny_root, split="val",
+                                                                 protocol=EvalProtocol(name)).composite)
+    assert main(["score", str(pred_dir), "--data-root", str(tiny_root), "--split", "val", "--protocol", "all"]) == 0
+    table = capsys.readouterr().out
+    assert all(name in table for name in every) and "filt." in table
     # a missing prediction is an error naming the image
     victim = min(pred_dir.rglob("*_labelids.png"))
     victim.unlink()
@@ -178,6 +188,19 @@ def test_cli_evaluate_and_submit_with_a_student_checkpoint(tiny_root: Path, tiny
     # scale 1 multiscale == single
     assert summary["modes"]["single"]["class_iou"] == summary["modes"]["multiscale"]["class_iou"]
     _assert_provenance(ev / "provenance.json", "goose evaluate", tiny_root, ckpt)
+    # an ensemble of two identical checkpoints (one on the device at a time), Gaussian blend: the same
+    shutil.copytree(ckpt, tmp_path / "ckpt2")
+    ev2 = tmp_path / "ev2"
+    assert main(["evaluate", "--checkpoint", str(ckpt), "--data-root", str(tiny_root), "--split", "val", "--limit", "1",
+                 "--scales", "1",
+                 "--ensemble", str(tmp_path / "ckpt2"), "--offload", "--blend", "gaussian", "--out", str(ev2),
+                 "--no-progress"]) == 0
+    summary2 = json.loads((ev2 / "eval_summary.json").read_text())
+    assert summary2["modes"]["multiscale"]["tta"]["blend"] == "gaussian"
+    for mode in ("single", "multiscale"):
+        assert summary2["modes"][mode]["class_iou"] == pytest.approx(summary["modes"][mode]["class_iou"], nan_ok=True)
+    prov = json.loads((ev2 / "provenance.json").read_text())
+    assert "ensemble[0]" in json.dumps(prov)  # the second member is fingerprinted as an input too
     out = tmp_path / "s.zip"
     assert main(["submit", "--checkpoint", str(ckpt), "--data-root", str(tiny_root), "--out", str(out), "--no-progress"]) == 0
     assert validate_submission(out, tiny_root) == 3

@@ -158,6 +158,49 @@ def test_bfloat16_autocast_matches_float32() -> None:
         TTAConfig(autocast="int8")
 
 
+# --- Gaussian-blended sliding windows (issue 13) ---------------------------------------------------
+
+class ConstantModel(torch.nn.Module):
+    """Logits that ignore the input: the same fixed vector at every pixel of every window."""
+
+    def __init__(self, image_size: int = 16, num_classes: int = 5) -> None:
+        super().__init__()
+        self.image_size = image_size
+        self.logits = torch.nn.Parameter(torch.linspace(-2, 3, num_classes), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logits.view(1, -1, 1, 1).expand(x.shape[0], -1, *x.shape[-2:]).clone()
+
+
+def _gauss(sigma: float, **kw) -> TTAConfig:
+    return TTAConfig(mode="multiscale", scales=(1.5, 2.0), base="native", overlap=0.5, blend="gaussian",
+                     blend_sigma=sigma, **kw)
+
+
+def test_gaussian_blend_leaves_a_constant_model_unchanged() -> None:
+    model = ConstantModel()
+    img = _blocks(24, 40)
+    probs = predict_probs(model, img, _gauss(0.125))
+    ref = model.logits.softmax(0).view(-1, 1, 1).expand(-1, 24, 40)
+    torch.testing.assert_close(probs, ref, atol=1e-6, rtol=1e-5)
+
+
+def test_gaussian_blend_with_infinite_sigma_is_the_flat_average() -> None:
+    from goose_lib.infer.tta import window_weights
+
+    model = PositionModel(image_size=16, num_classes=5)
+    img = _blocks(24, 40)
+    flat = TTAConfig(mode="multiscale", scales=(1.5, 2.0), base="native", overlap=0.5)
+    torch.testing.assert_close(predict_probs(model, img, _gauss(float("inf"))), predict_probs(model, img, flat))
+    # a finite sigma weights window centres more: a different average for a position-dependent model
+    assert not torch.allclose(predict_probs(model, img, _gauss(0.125)), predict_probs(model, img, flat), atol=1e-4)
+    w = window_weights(16, _gauss(0.125))
+    assert w[7:9, 7:9].min() == w.max() and w[0, 0] == w.min() and torch.equal(w, w.T)
+    assert _gauss(0.125).name == "ms1.5-2@native+gauss0.125"
+    with pytest.raises(ValueError, match="blend"):
+        TTAConfig(blend="cosine")  # type: ignore[arg-type]
+
+
 class _PixelModel(torch.nn.Module):
     """Logits (B, 2, S, S): class 0 = 4 x the input's first channel, class 1 = 0 (no mixing of pixels)."""
 

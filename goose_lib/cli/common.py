@@ -123,5 +123,6 @@ def command_params(args: argparse.Namespace) -> dict[str, Any]:
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items() if k not in ("func",)}
 
 
-INPUT_KINDS = {"data_root": "data_root", "sam3_checkpoint": "sam3_checkpoint", "checkpoint": "checkpoint"}
+INPUT_KINDS = {"data_root": "data_root", "sam3_checkpoint": "sam3_checkpoint", "checkpoint": "checkpoint",
+               "ensemble": "checkpoint"}  # --ensemble: more student checkpoints (a list)
 """The inputs of every verb's arguments (same names everywhere: one name per thing)."""

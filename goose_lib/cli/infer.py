@@ -20,13 +20,15 @@ from goose_lib.cli.common import (
 )
 
 
-def _protocol_arg(p: argparse.ArgumentParser) -> None:
+def _protocol_arg(p: argparse.ArgumentParser, allow_all: bool = False) -> None:
     from typing import get_args
 
     from goose_lib.config import EvalProtocol, VoidProtocol
 
-    p.add_argument("--protocol", choices=get_args(VoidProtocol), default=EvalProtocol().void,
-                   help=f"void handling (see goose_lib.config.EvalProtocol; default {EvalProtocol().void})")
+    p.add_argument("--protocol", choices=[*get_args(VoidProtocol), *(["all"] if allow_all else [])],
+                   default=EvalProtocol().void,
+                   help=f"void handling (README 'Evaluation protocol'; ignore_void = ignore_class0; default "
+                        f"{EvalProtocol().void})" + ("; all: every protocol side by side" if allow_all else ""))
 
 
 def _exclude_arg(p: argparse.ArgumentParser) -> None:
@@ -53,6 +55,10 @@ def _student_args(p: argparse.ArgumentParser) -> None:
     data_root_arg(p)
     _exclude_arg(p)
     add_field_options(p, TTAConfig, skip=("mode",))
+    p.add_argument("--ensemble", nargs="+", default=[], metavar="CKPT",
+                   help="more student checkpoints whose TTA probabilities are averaged with --checkpoint's")
+    p.add_argument("--offload", action="store_true",
+                   help="ensemble: keep one member on the device at a time (the others on the CPU)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     progress_arg(p)
 
@@ -70,10 +76,11 @@ def _modes(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _student(args: argparse.Namespace) -> Any:
-    from goose_lib.models.checkpoint import load_student
+    """The student of --checkpoint, or the ensemble of it and the --ensemble checkpoints."""
+    from goose_lib.infer.ensemble import load_members
     from goose_lib.paths import resolve_device
 
-    return load_student(args.checkpoint, device=resolve_device(args.device))
+    return load_members([args.checkpoint, *args.ensemble], device=resolve_device(args.device), offload=args.offload)
 
 
 def add_score(sub: argparse._SubParsersAction) -> None:
@@ -82,7 +89,7 @@ def add_score(sub: argparse._SubParsersAction) -> None:
     data_root_arg(p)
     _exclude_arg(p)
     _split_arg(p, "val", "labelled split the predictions are scored against")
-    _protocol_arg(p)
+    _protocol_arg(p, allow_all=True)
     p.add_argument("--json", action="store_true", help="print the scores as JSON on stdout")
     p.set_defaults(func=cmd_score)
 
@@ -91,9 +98,14 @@ def cmd_score(args: argparse.Namespace) -> int:
     import json
 
     from goose_lib.config import EvalProtocol
-    from goose_lib.infer.submission import score_predictions
-    from goose_lib.metrics import format_scores
+    from goose_lib.infer.submission import prediction_counts, score_predictions
+    from goose_lib.metrics import compute_all_protocols, format_scores
 
+    if args.protocol == "all":
+        counts, ontology = prediction_counts(args.pred_dir, args.data_root, split=args.split, config=_data_config(args))
+        every = {name: s.to_dict() for name, s in compute_all_protocols(counts, ontology).items()}
+        print(json.dumps(every) if args.json else format_scores(every))
+        return 0
     scores = score_predictions(args.pred_dir, args.data_root, split=args.split, protocol=EvalProtocol(args.protocol),
                                config=_data_config(args)).to_dict()
     print(json.dumps(scores) if args.json else format_scores({args.pred_dir: scores}))

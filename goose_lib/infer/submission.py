@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 from goose_lib.config import DataConfig, EvalProtocol, to_dict
 from goose_lib.io import atomic_write_bytes, atomic_write_json, read_json
 from goose_lib.metrics import DEFAULT_PROTOCOL, ConfusionMatrix, Scores, compute_scores
+from goose_lib.ontology import Ontology
 
 from .tta import DEFAULT_TTA, TTAConfig, predict
 
@@ -212,10 +213,10 @@ def validate_submission(path: str | os.PathLike, root: str | os.PathLike | None 
     return sum(1 for _ in _check(Path(path), expected, _num_classes(srcs), _describe(srcs), progress=progress))
 
 
-def score_predictions(pred: str | os.PathLike, root: str | os.PathLike, *, split: str = "val",
-                      protocol: EvalProtocol = DEFAULT_PROTOCOL, config: DataConfig | None = None,
-                      progress: bool = False) -> Scores:
-    """Score predictions in the submission layout (folder or zip) against the split's labels.
+def prediction_counts(pred: str | os.PathLike, root: str | os.PathLike, *, split: str = "val",
+                      config: DataConfig | None = None, progress: bool = False) -> tuple[np.ndarray, Ontology]:
+    """The raw (K, K) confusion matrix of predictions in the submission layout (folder or zip)
+    against the split's labels, and the ontology it was counted with (score it under any protocol).
 
     Missing, extra, unreadable or wrong-size predictions raise :class:`SubmissionError` naming
     the files (nothing is scored then)."""
@@ -230,7 +231,16 @@ def score_predictions(pred: str | os.PathLike, root: str | os.PathLike, *, split
     for exp, arr in _check(Path(pred), expected, ontology.num_classes, f"{root} {split}", progress=progress):
         assert exp.label is not None
         cm.update(arr, read_label(exp.label, ontology.num_classes), where=str(exp.label))
-    return compute_scores(cm.counts, ontology, protocol)
+    return cm.counts, ontology
+
+
+def score_predictions(pred: str | os.PathLike, root: str | os.PathLike, *, split: str = "val",
+                      protocol: EvalProtocol = DEFAULT_PROTOCOL, config: DataConfig | None = None,
+                      progress: bool = False) -> Scores:
+    """Score predictions in the submission layout (folder or zip) against the split's labels
+    (:func:`prediction_counts` reduced under ``protocol``)."""
+    counts, ontology = prediction_counts(pred, root, split=split, config=config, progress=progress)
+    return compute_scores(counts, ontology, protocol)
 
 
 def _png(arr: np.ndarray) -> bytes:

@@ -3,7 +3,8 @@ library versions, device and wall time, written next to the run as ``provenance.
 
 Which parameters name inputs is declared by the parameter class
 (:func:`goose_lib.config.input_param` / :func:`~goose_lib.config.declared_inputs`): a ``data_root``
-is fingerprinted as a dataset, a ``sam3_checkpoint`` and a student ``checkpoint`` by their files.
+is fingerprinted as a dataset, a ``sam3_checkpoint`` and a student ``checkpoint`` by their files
+(a list of checkpoints, an ensemble, member by member).
 Embedded names resolve through the data / models layers' resolvers (written on first use); relative
 paths are read relative to the run folder (the notebook's working directory).
 
@@ -222,6 +223,12 @@ def input_fingerprints(params: Mapping[str, Any], base: str | os.PathLike = ".",
     ckpts: dict[str, str] = {}
     for name, kind in sorted(kinds.items()):
         value = params.get(name)
+        if isinstance(value, (list, tuple)) and kind != "data_root":  # several checkpoints (an ensemble)
+            for i, v in enumerate(value):
+                member = _resolve(kind, str(v), base)
+                if member is not None:
+                    ckpts[f"{name}[{i}]"] = checkpoint_hash(member)
+            continue
         if not isinstance(value, str) or not value:
             continue
         path = _resolve(kind, value, base)

@@ -100,7 +100,8 @@ class EvalErrorBrowser:
 
     def _image_score(self, key: str) -> float:
         """Per-image score used for ordering: composite, or the chosen class's IoU."""
-        counts = apply_protocol(self.result.image_counts[self.mode.value][key], self.result.protocol)
+        counts = apply_protocol(self.result.image_counts[self.mode.value][key], self.result.protocol,
+                                self.result.ontology)
         c = int(self.klass.value)
         if c == NO_HIGHLIGHT:
             rows = self.result.per_image
