@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.goose-installed
 
-.PHONY: setup demo test test-fast lint browser-deps vendor bench clean-reports
+.PHONY: setup demo test test-fast lint lab browser-deps vendor bench clean-reports
 
 setup: $(STAMP) vendor
 
@@ -37,6 +37,10 @@ lint: $(STAMP)
 
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow and not browser"
+
+# JupyterLab on notebooks/ (localhost + token; works as root, e.g. in containers)
+lab: setup
+	$(BIN)/goose lab
 
 bench: setup
 	for f in benchmarks/bench_*.py; do $(BIN)/python $$f || exit 1; done

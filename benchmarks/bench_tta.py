@@ -51,6 +51,7 @@ def main() -> None:
     ap.add_argument("--flip", action="store_true")
     ap.add_argument("--base", choices=["stretch", "native"], default="stretch")
     ap.add_argument("--window-batch", type=int, default=4)
+    ap.add_argument("--blend", choices=["flat", "gaussian"], default="flat", help="window averaging (multiscale)")
     ap.add_argument("--height", type=int, default=1024)
     ap.add_argument("--width", type=int, default=2048)
     args = ap.parse_args()
@@ -60,7 +61,7 @@ def main() -> None:
     configs = {
         "single": TTAConfig(flip=args.flip),
         "multiscale": TTAConfig(mode="multiscale", scales=tuple(args.scales), flip=args.flip,
-                                base=args.base, window_batch=args.window_batch),
+                                base=args.base, window_batch=args.window_batch, blend=args.blend),
     }
     predict_probs(model, image[:64, :64], configs["single"])  # warm-up
     for name, cfg in configs.items():

@@ -14,6 +14,8 @@ import typing
 from collections.abc import Mapping
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
+import numpy as np
+
 T = TypeVar("T")
 
 
@@ -162,19 +164,59 @@ def to_dict(obj: Any) -> dict[str, Any]:
     return conv(obj)
 
 
-VoidProtocol = Literal["ignore_void", "void_as_class"]
+VoidProtocol = Literal["ignore_void_category", "ignore_class0", "void_as_class", "toolkit", "ignore_void"]
+# Old names still accepted, mapped to what they do (``EvalProtocol("ignore_void").void == "ignore_class0"``).
+PROTOCOL_ALIASES: dict[str, str] = {"ignore_void": "ignore_class0"}
+PROTOCOLS: tuple[str, ...] = ("ignore_void_category", "ignore_class0", "void_as_class", "toolkit")
 
 
 @dataclasses.dataclass(frozen=True)
 class EvalProtocol:
-    """How the challenge metric treats void.
+    """How the challenge metric treats void (the table in the README's "Evaluation protocol").
 
-    ``ignore_void``: ground-truth pixels of class 0 (undefined) are dropped before scoring;
-    class 0 is not scored. ``void_as_class``: class 0 is a class like any other (its category,
-    void, is still excluded from the category mIoU, which is over the 11 non-void categories).
+    - ``ignore_void_category`` (default): ground-truth pixels of every class of the void category
+      (``undefined``, ``ego_vehicle``, ``outlier``) are dropped and those classes get no IoU; the
+      category mIoU is over the 11 non-void categories, so both levels leave out the same pixels.
+    - ``ignore_class0`` (formerly ``ignore_void``): only class 0 (undefined) is dropped; the other
+      void classes are scored as classes, the void category is not.
+    - ``void_as_class``: nothing is dropped; class 0 is a class like any other (the void category
+      is still left out of the category mIoU).
+    - ``toolkit``: the dataset toolkit's scorer (``goose_dataset/image_processing/evaluation.py``):
+      nothing dropped, all 64 classes and all 12 categories scored, a class absent from both
+      prediction and label gets IoU 0 (torchmetrics' Jaccard index), the mean is over all of them;
+      ``Scores.filtered_miou`` is its "filtered" mean over classes with non-zero IoU.
     """
 
-    void: VoidProtocol = "ignore_void"
+    void: VoidProtocol = "ignore_void_category"
+
+    def __post_init__(self) -> None:
+        if self.void in PROTOCOL_ALIASES:
+            object.__setattr__(self, "void", PROTOCOL_ALIASES[self.void])
+        if self.void not in PROTOCOLS:
+            raise ValueError(f"unknown void protocol {self.void!r}; choose one of {list(PROTOCOLS)} "
+                             f"(old names: {PROTOCOL_ALIASES})")
+
+    def dropped_classes(self, ontology: Any) -> list[int]:
+        """Class ids whose ground-truth pixels the protocol drops before scoring (``ontology``: an
+        :class:`~goose_lib.ontology.Ontology`, for which classes form the void category)."""
+        if self.void == "ignore_class0":
+            return [0]
+        if self.void == "ignore_void_category":
+            from goose_lib.ontology import VOID_CATEGORY
+
+            void = list(ontology.categories).index(VOID_CATEGORY)
+            return [int(c) for c in np.flatnonzero(np.asarray(ontology.class_to_category) == void)]
+        return []
+
+    @property
+    def scores_void_category(self) -> bool:
+        """Whether the void category enters the category mIoU (only the toolkit's all-in scoring)."""
+        return self.void == "toolkit"
+
+    @property
+    def absent_iou(self) -> float:
+        """IoU of a class absent from prediction and label: NaN (left out of the means) or 0 (toolkit)."""
+        return 0.0 if self.void == "toolkit" else float("nan")
 
 
 # --- inputs: parameters that name files or folders (declared, for provenance) -------------------

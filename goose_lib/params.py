@@ -15,10 +15,10 @@ Inputs (data roots, SAM3 and student checkpoints) are declared with
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 from goose_lib.config import DataConfig, EvalProtocol, VoidProtocol, input_param
-from goose_lib.infer.config import TTAConfig
+from goose_lib.infer.config import TTABlend, TTAConfig
 from goose_lib.paths import EMBEDDED, UNTRAINED
 from goose_lib.teacher.config import AdaptConfig, BoxParams, SelectionRule, TeacherConfig
 from goose_lib.train.config import TrainConfig
@@ -70,6 +70,8 @@ class TrainingParams(TrainConfig):
     out_dir: str = "."  # run folder: metrics.jsonl, checkpoints/, figures
     progress: bool = True  # progress bars
 
+    RESUME_DIRS: ClassVar[tuple[str, ...]] = ("training",)  # kept for an interrupted run to resume from
+
 
 @dataclass(frozen=True)
 class ErrorAnalysisParams:
@@ -87,6 +89,11 @@ class ErrorAnalysisParams:
     window_batch: int = _TTA.window_batch  # windows per forward pass
     tta_base: Literal["stretch", "native"] = _TTA.base  # canvas at scale 1: model view or image size
     autocast: Literal["off", "bfloat16", "float16"] = _TTA.autocast  # mixed-precision forward passes (GPU)
+    blend: TTABlend = _TTA.blend  # multiscale: overlapping windows averaged flat or Gaussian-weighted
+    blend_sigma: float = _TTA.blend_sigma  # gaussian blend: sigma as a fraction of the window side
+    ensemble_checkpoints: tuple[str, ...] = input_param("checkpoint", ())  # more students averaged with `checkpoint`
+    ensemble_best: int = 0  # k > 0: use the k best checkpoints of `checkpoint`'s run (keep_best) instead of it
+    ensemble_offload: bool = False  # ensemble: one member on the device at a time
     primary: Literal["single", "multiscale"] = "multiscale"  # mode recorded top-level and submitted
     boundary_bins: tuple[float, ...] = (1, 2, 4, 8, 16, 32)  # distance-to-boundary bin edges (px)
     worst_images: int = 4  # images shown in the worst-images figure
@@ -103,7 +110,9 @@ class ErrorAnalysisParams:
         if self.split == "test":
             raise ValueError("split 'test' has no labels; analyse 'val' (or 'train')")
         self.data_config()  # limit
-        self.modes()  # scales, overlap, window_batch, base, autocast
+        self.modes()  # scales, overlap, window_batch, base, autocast, blend
+        if self.ensemble_best < 0:
+            raise ValueError(f"ensemble_best must be >= 0, got {self.ensemble_best}")
         for name in ("worst_images", "confusion_classes", "browser_max_side"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -118,7 +127,8 @@ class ErrorAnalysisParams:
         common = {"flip": self.flip, "window_batch": self.window_batch, "autocast": self.autocast}
         return {"single": TTAConfig(**common),
                 "multiscale": TTAConfig(mode="multiscale", scales=self.scales, overlap=self.overlap,
-                                        base=self.tta_base, **common)}
+                                        base=self.tta_base, blend=self.blend, blend_sigma=self.blend_sigma,
+                                        **common)}
 
 
 @dataclass(frozen=True)
@@ -129,9 +139,12 @@ class TeacherParams:
     checkpoint: str = input_param("checkpoint", UNTRAINED)  # student checkpoint / run folder; "untrained" = labelled so
     data_root: str = input_param("data_root", _DATA.data_root)  # "embedded" or a GOOSE download
     train_split: str = "train"  # split cached for distillation (and used for adaptation)
-    compare_split: str = "val"  # labelled split of the comparison
+    compare_split: str = "train"  # labelled split the classes are selected on (never the reported val)
+    compare_holdout: float = 0.25  # selection on this fraction of compare_split's scenarios; 0 = all
+    holdout_seed: int = 0  # which scenarios are held out (fixed across the runs' seeds)
     train_limit: int | None = None  # first N training samples cached; None = all
     compare_limit: int | None = None  # first N comparison samples; None = all
+    exclude_scenarios: tuple[str, ...] = _DATA.exclude_scenarios  # scenario folders left out of every step
     cache_dir: str = ""  # teacher cache root; "" = <GOOSE_SAM3_HOME>/teacher-cache (keyed, shared)
     min_area: int = _BOXES.min_area  # boxes: objects below this many pixels get no box
     box_margin: float = _BOXES.margin  # boxes: widen by this fraction of the box size per side
@@ -163,7 +176,9 @@ class TeacherParams:
         if self.adapt_steps < -1:
             raise ValueError(f"adapt_steps must be -1 (auto) or >= 0, got {self.adapt_steps}")
         if self.compare_split == "test":
-            raise ValueError("compare_split 'test' has no labels; compare on 'val' (or 'train')")
+            raise ValueError("compare_split 'test' has no labels; compare on 'train' (held-out scenarios) or 'val'")
+        if not 0 <= self.compare_holdout < 1:
+            raise ValueError(f"compare_holdout must be in [0, 1), got {self.compare_holdout}")
         self.box_params(), self.teacher_config(), self.adapt_config(), self.selection_rule()  # validate
 
     def box_params(self) -> BoxParams:

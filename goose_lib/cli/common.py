@@ -4,9 +4,10 @@ parameter dataclasses (names, defaults and help written once, in the dataclass).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 
@@ -96,3 +97,32 @@ def data_root_arg(p: argparse.ArgumentParser, *, required: bool = False) -> None
 
 def progress_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+@contextlib.contextmanager
+def provenance(command: str, params: dict[str, Any], kinds: dict[str, str], *, seed: Any = None,
+               device: Any = "auto") -> Iterator[dict[str, Any]]:
+    """Time a command and write its provenance record (``provenance.write_record``) where the
+    command put its result: ``with provenance("goose evaluate", params, kinds) as rec: ...;
+    rec["path"] = out / "provenance.json"``. No path set, or an error raised: nothing is written."""
+    import time
+    from datetime import datetime, timezone
+
+    from goose_lib.reports.provenance import write_record
+
+    started, t0 = datetime.now(timezone.utc).isoformat(timespec="seconds"), time.perf_counter()
+    rec: dict[str, Any] = {"path": None}
+    yield rec
+    if rec["path"] is not None:
+        write_record(rec["path"], command=command, params=params, kinds=kinds, seed=seed, device=device,
+                     started=started, wall_s=time.perf_counter() - t0)
+
+
+def command_params(args: argparse.Namespace) -> dict[str, Any]:
+    """The parsed arguments of a verb as JSON-ready parameters (what its provenance records)."""
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items() if k not in ("func",)}
+
+
+INPUT_KINDS = {"data_root": "data_root", "sam3_checkpoint": "sam3_checkpoint", "checkpoint": "checkpoint",
+               "ensemble": "checkpoint"}  # --ensemble: more student checkpoints (a list)
+"""The inputs of every verb's arguments (same names everywhere: one name per thing)."""

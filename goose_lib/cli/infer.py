@@ -5,18 +5,41 @@ resumable and shardable), ``submit`` (a validated challenge zip)."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
-from goose_lib.cli.common import add_field_options, data_root_arg, given, progress_arg, validated
+from goose_lib.cli.common import (
+    INPUT_KINDS,
+    add_field_options,
+    command_params,
+    data_root_arg,
+    given,
+    progress_arg,
+    provenance,
+    validated,
+)
 
 
-def _protocol_arg(p: argparse.ArgumentParser) -> None:
+def _protocol_arg(p: argparse.ArgumentParser, allow_all: bool = False) -> None:
     from typing import get_args
 
     from goose_lib.config import EvalProtocol, VoidProtocol
 
-    p.add_argument("--protocol", choices=get_args(VoidProtocol), default=EvalProtocol().void,
-                   help=f"void handling (see goose_lib.config.EvalProtocol; default {EvalProtocol().void})")
+    p.add_argument("--protocol", choices=[*get_args(VoidProtocol), *(["all"] if allow_all else [])],
+                   default=EvalProtocol().void,
+                   help=f"void handling (README 'Evaluation protocol'; ignore_void = ignore_class0; default "
+                        f"{EvalProtocol().void})" + ("; all: every protocol side by side" if allow_all else ""))
+
+
+def _exclude_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--exclude-scenarios", nargs="+", default=[], metavar="SCENARIO",
+                   help="scenario folders left out (e.g. 2023-05-17_neubiberg_sunny, misaligned labels)")
+
+
+def _data_config(args: argparse.Namespace, limit: int | None = None) -> Any:
+    from goose_lib.config import DataConfig
+
+    return DataConfig(data_root=args.data_root, exclude_scenarios=tuple(args.exclude_scenarios), limit=limit)
 
 
 def _split_arg(p: argparse.ArgumentParser, default: str, what: str) -> None:
@@ -30,7 +53,12 @@ def _student_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help='student checkpoint folder, a training run folder '
                    '(its newest checkpoint), a notebook run of 03_training, or "untrained"')
     data_root_arg(p)
+    _exclude_arg(p)
     add_field_options(p, TTAConfig, skip=("mode",))
+    p.add_argument("--ensemble", nargs="+", default=[], metavar="CKPT",
+                   help="more student checkpoints whose TTA probabilities are averaged with --checkpoint's")
+    p.add_argument("--offload", action="store_true",
+                   help="ensemble: keep one member on the device at a time (the others on the CPU)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     progress_arg(p)
 
@@ -48,18 +76,20 @@ def _modes(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _student(args: argparse.Namespace) -> Any:
-    from goose_lib.models.checkpoint import load_student
+    """The student of --checkpoint, or the ensemble of it and the --ensemble checkpoints."""
+    from goose_lib.infer.ensemble import load_members
     from goose_lib.paths import resolve_device
 
-    return load_student(args.checkpoint, device=resolve_device(args.device))
+    return load_members([args.checkpoint, *args.ensemble], device=resolve_device(args.device), offload=args.offload)
 
 
 def add_score(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("score", help="score predictions in the submission layout against a split")
     p.add_argument("pred_dir", help="folder (or zip) of <scenario>/<stem>_labelids.png predictions")
     data_root_arg(p)
+    _exclude_arg(p)
     _split_arg(p, "val", "labelled split the predictions are scored against")
-    _protocol_arg(p)
+    _protocol_arg(p, allow_all=True)
     p.add_argument("--json", action="store_true", help="print the scores as JSON on stdout")
     p.set_defaults(func=cmd_score)
 
@@ -68,11 +98,16 @@ def cmd_score(args: argparse.Namespace) -> int:
     import json
 
     from goose_lib.config import EvalProtocol
-    from goose_lib.infer.submission import score_predictions
-    from goose_lib.metrics import format_scores
+    from goose_lib.infer.submission import prediction_counts, score_predictions
+    from goose_lib.metrics import compute_all_protocols, format_scores
 
-    scores = score_predictions(args.pred_dir, args.data_root, split=args.split,
-                               protocol=EvalProtocol(args.protocol)).to_dict()
+    if args.protocol == "all":
+        counts, ontology = prediction_counts(args.pred_dir, args.data_root, split=args.split, config=_data_config(args))
+        every = {name: s.to_dict() for name, s in compute_all_protocols(counts, ontology).items()}
+        print(json.dumps(every) if args.json else format_scores(every))
+        return 0
+    scores = score_predictions(args.pred_dir, args.data_root, split=args.split, protocol=EvalProtocol(args.protocol),
+                               config=_data_config(args)).to_dict()
     print(json.dumps(scores) if args.json else format_scores({args.pred_dir: scores}))
     return 0
 
@@ -93,17 +128,19 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import json
 
-    from goose_lib.config import DataConfig, EvalProtocol
+    from goose_lib.config import EvalProtocol
     from goose_lib.data.dataset import GooseDataset
     from goose_lib.infer.evaluate import evaluate
     from goose_lib.metrics import format_scores
 
     modes = _modes(args)
-    model = _student(args)
-    dataset = GooseDataset(args.data_root, args.split, config=DataConfig(limit=args.limit))
-    result = evaluate(model, dataset, modes, EvalProtocol(args.protocol), workers=args.workers,
-                      progress=not args.no_progress)
-    paths = result.save(args.out or f"eval_{args.split}")
+    with provenance("goose evaluate", command_params(args), INPUT_KINDS, device=args.device) as prov:
+        model = _student(args)
+        dataset = GooseDataset(args.data_root, args.split, config=_data_config(args, args.limit))
+        result = evaluate(model, dataset, modes, EvalProtocol(args.protocol), workers=args.workers,
+                          progress=not args.no_progress)
+        paths = result.save(args.out or f"eval_{args.split}")
+        prov["path"] = Path(paths["summary"]).parent / "provenance.json"
     if args.json:
         print(json.dumps(result.to_dict()))
     else:
@@ -131,9 +168,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     modes = _modes(args)
     tta = modes.get("multiscale", modes["single"])
     shard = parse_shard(args.shard) if args.shard else None
-    model = _student(args)
-    out = write_predictions(model, args.data_root, args.out, split=args.split, tta=tta, shard=shard,
-                            progress=not args.no_progress)
+    with provenance("goose predict", command_params(args), INPUT_KINDS, device=args.device) as prov:
+        model = _student(args)
+        out = write_predictions(model, args.data_root, args.out, split=args.split, tta=tta, shard=shard,
+                                config=_data_config(args), progress=not args.no_progress)
+        # hidden: the folder holds predictions only (shards write their own record)
+        prov["path"] = Path(out) / (f".goose_provenance.{shard[0]}-{shard[1]}.json" if shard else ".goose_provenance.json")
     print(f"predictions of split {args.split} ({tta.name}; {model.description}) in {out}"
           + (f" (shard {args.shard})" if shard else ""))
     return 0
@@ -145,18 +185,24 @@ def add_submit(sub: argparse._SubParsersAction) -> None:
     _student_args(p)
     _split_arg(p, "test", "split predicted (the challenge's: test)")
     p.add_argument("--out", default="submission.zip", help="the zip to write")
+    p.add_argument("--also", action="append", default=[], metavar="DATA_ROOT",
+                   help="another dataset root whose --split goes into the same zip (e.g. GOOSE-Ex); repeatable")
     p.set_defaults(func=cmd_submit)
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from goose_lib.infer.submission import write_submission
+    from goose_lib.infer.submission import Source, write_submission
 
     modes = _modes(args)
     tta = modes.get("multiscale", modes["single"])
-    model = _student(args)
-    out = write_submission(model, args.data_root, args.out, split=args.split, tta=tta,
-                           progress=not args.no_progress)
-    print(f"wrote {out} for split {args.split} ({tta.name}; {model.description}); validated")
+    sources = [Source(str(r), args.split) for r in [args.data_root, *args.also]] if args.also else None
+    with provenance("goose submit", command_params(args), INPUT_KINDS, device=args.device) as prov:
+        model = _student(args)
+        out = write_submission(model, args.data_root, args.out, split=args.split, tta=tta,
+                               config=_data_config(args), progress=not args.no_progress, sources=sources)
+        prov["path"] = Path(f"{out}.provenance.json")  # beside the zip (the zip holds predictions only)
+    n = "" if sources is None else f" ({len(sources)} roots)"
+    print(f"wrote {out} for split {args.split}{n} ({tta.name}; {model.description}); validated")
     return 0
 
 

@@ -124,4 +124,22 @@ def cmd_vendor(args: argparse.Namespace) -> int:
     return 0
 
 
-VERBS = (add_demo, add_run, add_ablate, add_vendor)
+def add_lab(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("lab", help="JupyterLab on the notebooks (localhost, token; works as root too)")
+    p.add_argument("--port", type=int, default=8888, help="port on 127.0.0.1 (default 8888)")
+    p.add_argument("--dir", default=None, help="folder shown (default: notebooks/ of the checkout)")
+    p.set_defaults(func=cmd_lab)
+
+
+def cmd_lab(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from goose_lib.paths import repo_root
+    from goose_lib.reports.lab import lab_command
+
+    argv, token = lab_command(args.dir or repo_root() / "notebooks", port=args.port)
+    print(f"JupyterLab: http://127.0.0.1:{args.port}/lab?token={token}", file=sys.stderr, flush=True)
+    return subprocess.call(argv)
+
+
+VERBS = (add_demo, add_run, add_ablate, add_vendor, add_lab)

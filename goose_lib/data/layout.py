@@ -243,3 +243,21 @@ def index_split(root: str | os.PathLike, split: str, *, cameras: Sequence[str] =
                           + (f" outside excluded scenarios {list(exclude)}" if exclude else "")
                           + " (expected <scenario>/<stem>_<camera>.png)")
     return samples[:limit] if limit is not None else samples
+
+
+def holdout_scenarios(samples: Sequence[Sample], fraction: float, seed: int = 0) -> list[str]:
+    """A fixed, seeded choice of ``ceil(fraction * n)`` of the ``n`` scenarios among ``samples``
+    (at least one, at most n - 1 when n > 1), sorted: the same samples and seed give the same
+    scenarios on every machine. ``fraction`` 0 -> [] (no hold-out)."""
+    import math
+
+    import numpy as np
+
+    if not 0 <= fraction < 1:
+        raise ValueError(f"hold-out fraction must be in [0, 1), got {fraction}")
+    names = sorted({s.scenario for s in samples})
+    if fraction == 0 or not names:
+        return []
+    k = min(max(1, math.ceil(fraction * len(names))), max(len(names) - 1, 1))
+    picked = np.random.default_rng([seed, 0x401D]).permutation(len(names))[:k]
+    return sorted(names[i] for i in picked)

@@ -1,8 +1,9 @@
 """Split statistics: per-class pixel / image / instance counts and box sizes, parallel and cached.
 
 Per labelled sample: class pixel counts, which classes occur, and one box per object — per
-instance id where the instance map has one (class = the instance's majority class), and per
-4-connected component of a class elsewhere (``is_instance`` = 0). Components are found on
+instance id where the instance map has one on a class whose ``has_instance`` is set in the
+mapping CSV (class = the instance's majority class), and per 4-connected component of a class
+elsewhere (``is_instance`` = 0; instance ids on classes without instances are ignored). Components are found on
 horizontal runs (a few thousand per image) rather than pixels, so the statistics cost little
 more than decoding the label PNGs.
 
@@ -18,7 +19,7 @@ import io
 import json
 import os
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,11 +33,13 @@ from goose_lib.config import DataConfig
 from goose_lib.data.decode import DataError, image_size, label_file_problem, read_gray
 from goose_lib.data.embedded import resolve_data_root
 from goose_lib.data.layout import Sample, index_split
+from goose_lib.data.regions import BOX_COLUMNS, region_boxes
 from goose_lib.io import atomic_write_bytes, sha256_json
 from goose_lib.ontology import Ontology
 
-STATS_VERSION = 2  # 2: shard, split_samples and index_digest recorded (merge checks coverage)
-BOX_COLUMNS = ("class_id", "x0", "y0", "x1", "y1", "pixels", "is_instance")  # x1, y1 exclusive
+__all__ = ["BOX_COLUMNS", "SplitStats", "compute_stats", "format_stats", "merge_stats", "region_boxes"]
+
+STATS_VERSION = 3  # 2: instance ids only on has_instance classes; 3: shard, split_samples, index_digest
 
 
 @dataclass
@@ -179,88 +182,8 @@ def _sum(parts: list[SplitStats]) -> SplitStats:
                       sizes, [m for p in parts for m in p.skipped])
 
 
-def _components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Root (smallest member) of each of ``n`` nodes joined by edges ``a[i]-b[i]`` (pointer jumping)."""
-    parent = np.arange(n)
-    while len(a):
-        pa, pb = parent[a], parent[b]
-        lo, hi = np.minimum(pa, pb), np.maximum(pa, pb)
-        keep = lo != hi
-        if not keep.any():
-            break
-        np.minimum.at(parent, hi[keep], lo[keep])  # hook roots onto smaller roots
-        while True:  # shortcut until every node points at its root
-            grand = parent[parent]
-            if np.array_equal(grand, parent):
-                break
-            parent = grand
-        a, b = a[keep], b[keep]
-    return parent
-
-
-def _group_boxes(group: np.ndarray, m: int, x0: np.ndarray, y0: np.ndarray, x1: np.ndarray, y1: np.ndarray,
-                 area: np.ndarray, w: int, h: int) -> tuple[np.ndarray, ...]:
-    """Union boxes and summed areas of the items of each of ``m`` groups."""
-    gx0, gy0 = np.full(m, w, np.int64), np.full(m, h, np.int64)
-    gx1, gy1 = np.zeros(m, np.int64), np.zeros(m, np.int64)
-    np.minimum.at(gx0, group, x0)
-    np.minimum.at(gy0, group, y0)
-    np.maximum.at(gx1, group, x1)
-    np.maximum.at(gy1, group, y1)
-    return gx0, gy0, gx1, gy1, np.bincount(group, weights=area, minlength=m).astype(np.int64)
-
-
-def region_boxes(label: np.ndarray, instances: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Pixel counts (256,) int64 and boxes (N, 7) int64 of one HxW label map (+ optional instance map).
-
-    Rows of ``boxes`` follow :data:`BOX_COLUMNS`: one per instance id > 0 (class = majority
-    class of its pixels, box over all its pixels) and one per 4-connected component of a class
-    among pixels without instance. Works on horizontal runs: O(pixels) only for finding them.
-    """
-    h, w = label.shape
-    flat = label.ravel()
-    brk = np.empty(h * w, bool)
-    np.not_equal(flat[1:], flat[:-1], out=brk[1:])
-    if instances is not None:
-        iflat = instances.ravel()
-        np.logical_or(brk[1:], iflat[1:] != iflat[:-1], out=brk[1:])
-    brk[::w] = True  # every row starts a run
-    starts = np.flatnonzero(brk)
-    ends = np.append(starts[1:], h * w)
-    ry, rx0 = np.divmod(starts, w)
-    rx1, lengths = ends - ry * w, ends - starts
-    rcls = flat[starts].astype(np.int64)
-    rins = iflat[starts].astype(np.int64) if instances is not None else np.zeros_like(rcls)
-    pixels = np.bincount(rcls, weights=lengths, minlength=256).astype(np.int64)
-    # vertical links: an overlap of runs in rows y and y+1 begins at one of the two runs' starts
-    up = np.flatnonzero(ry < h - 1)
-    lo = np.flatnonzero(ry > 0)
-    a = np.concatenate([up, np.searchsorted(starts, starts[lo] - w, side="right") - 1])
-    b = np.concatenate([np.searchsorted(starts, starts[up] + w, side="right") - 1, lo])
-    same = (rcls[a] == rcls[b]) & (rins[a] == rins[b])
-    root = _components(len(starts), a[same], b[same])
-    roots = np.flatnonzero(root == np.arange(len(starts)))
-    comp = np.searchsorted(roots, root)  # component index of each run
-    cx0, cy0, cx1, cy1, carea = _group_boxes(comp, len(roots), rx0, ry, rx1, ry + 1, lengths, w, h)
-    ccls, cins = rcls[roots], rins[roots]
-    stuff = cins == 0
-    parts = [np.stack([ccls[stuff], cx0[stuff], cy0[stuff], cx1[stuff], cy1[stuff], carea[stuff],
-                       np.zeros(int(stuff.sum()), np.int64)], axis=1)]
-    if not stuff.all():  # instances: union of their components, majority class
-        thing = ~stuff
-        ids, grp = np.unique(cins[thing], return_inverse=True)
-        ix0, iy0, ix1, iy1, iarea = _group_boxes(grp, len(ids), cx0[thing], cy0[thing], cx1[thing],
-                                                 cy1[thing], carea[thing], w, h)
-        pair, pinv = np.unique(grp * 256 + ccls[thing], return_inverse=True)
-        parea = np.bincount(pinv, weights=carea[thing])
-        order = np.lexsort((-parea, pair // 256))  # per instance, largest class first
-        first = order[np.unique(pair[order] // 256, return_index=True)[1]]
-        icls = pair[first] % 256
-        parts.append(np.stack([icls, ix0, iy0, ix1, iy1, iarea, np.ones(len(ids), np.int64)], axis=1))
-    return pixels, np.concatenate(parts)
-
-
-def _sample_stats(sample: Sample, num_classes: int) -> tuple[np.ndarray, np.ndarray, str]:
+def _sample_stats(sample: Sample, num_classes: int,
+                  instance_classes: Collection[int] | None = None) -> tuple[np.ndarray, np.ndarray, str]:
     """(pixel counts (K,), boxes, "WxH") of one sample; every problem raises :class:`DataError`."""
     if sample.labelids is None:
         raise DataError(f"{sample.image}: sample has no label (split {sample.split!r} is unlabelled)")
@@ -277,20 +200,20 @@ def _sample_stats(sample: Sample, num_classes: int) -> tuple[np.ndarray, np.ndar
                             f"{sample.image} ({size[0]}x{size[1]})")
     if label.dtype != np.uint8:
         label = label.astype(np.int64)
-    pixels, boxes = region_boxes(label, inst)
+    pixels, boxes = region_boxes(label, inst, instance_classes)
     if len(pixels) > num_classes and pixels[num_classes:].any():
         bad = (np.flatnonzero(pixels[num_classes:]) + num_classes).tolist()
         raise DataError(f"{sample.labelids}: label ids {bad[:10]} outside the class table 0..{num_classes - 1}")
     return pixels[:num_classes], boxes, f"{size[0]}x{size[1]}"
 
 
-def _chunk_stats(args: tuple[list[Sample], str, int, bool]) -> SplitStats:
-    samples, split, k, skip_bad = args
+def _chunk_stats(args: tuple[list[Sample], str, int, bool, frozenset[int]]) -> SplitStats:
+    samples, split, k, skip_bad, instance_classes = args
     out = _empty(split, k)
     boxes = []
     for s in samples:
         try:
-            pixels, b, size = _sample_stats(s, k)
+            pixels, b, size = _sample_stats(s, k, instance_classes)
         except DataError as exc:
             if not skip_bad:
                 raise
@@ -308,7 +231,8 @@ def _chunk_stats(args: tuple[list[Sample], str, int, bool]) -> SplitStats:
 
 
 def _cache_key(root: Path, split: str, samples: Sequence[Sample], cfg: DataConfig,
-               shard: tuple[int, int] | None, k: int, index: str) -> str:
+               shard: tuple[int, int] | None, k: int, index: str,
+               instance_classes: frozenset[int] = frozenset()) -> str:
     files = []
     for s in samples:
         for p in (s.labelids, s.instanceids):
@@ -318,7 +242,8 @@ def _cache_key(root: Path, split: str, samples: Sequence[Sample], cfg: DataConfi
             except OSError:  # missing, a symlink loop: reported when the sample is read
                 files.append("missing")
     return sha256_json({"v": STATS_VERSION, "root": str(root), "split": split, "k": k, "shard": shard, "index": index,
-                        "skip_bad": cfg.skip_bad, "keys": [s.key for s in samples], "files": files})
+                        "skip_bad": cfg.skip_bad, "instance_classes": sorted(instance_classes),
+                        "keys": [s.key for s in samples], "files": files})
 
 
 def _workers(workers: int) -> int:
@@ -342,7 +267,8 @@ def compute_stats(root: str | os.PathLike, split: str, *, config: DataConfig | N
     """
     cfg = config or DataConfig()
     root = resolve_data_root(root).resolve()
-    k = Ontology.load(root).num_classes
+    ontology = Ontology.load(root)
+    k, instance_classes = ontology.num_classes, ontology.instance_classes
     samples = index_split(root, split, cameras=cfg.cameras, exclude_scenarios=cfg.exclude_scenarios,
                           limit=cfg.limit)
     split_samples, digest = len(samples), sha256_json([s.key for s in samples])[:16]
@@ -355,7 +281,8 @@ def compute_stats(root: str | os.PathLike, split: str, *, config: DataConfig | N
         samples = samples[i::n]
     cache = None
     if use_cache:
-        cache = paths.home() / "stats-cache" / f"{_cache_key(root, split, samples, cfg, shard, k, digest)[:32]}.npz"
+        key = _cache_key(root, split, samples, cfg, shard, k, digest, instance_classes)
+        cache = paths.home() / "stats-cache" / f"{key[:32]}.npz"
     if cache is not None and cache.exists():
         try:
             cached = SplitStats.load(cache)
@@ -365,7 +292,7 @@ def compute_stats(root: str | os.PathLike, split: str, *, config: DataConfig | N
             pass  # unreadable cache: recompute
     nproc = min(_workers(workers), max(1, len(samples)))
     chunk = max(1, min(32, len(samples) // (nproc * 4) or 1))
-    jobs = [(samples[j:j + chunk], split, k, cfg.skip_bad) for j in range(0, len(samples), chunk)]
+    jobs = [(samples[j:j + chunk], split, k, cfg.skip_bad, instance_classes) for j in range(0, len(samples), chunk)]
     parts: list[SplitStats] = []
     with tqdm(total=len(samples), desc=f"stats {split}", unit="img", disable=not progress) as bar:
         if nproc == 1:

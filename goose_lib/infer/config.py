@@ -10,6 +10,7 @@ from typing import Literal
 
 TTAMode = Literal["single", "multiscale"]
 CanvasBase = Literal["stretch", "native"]
+TTABlend = Literal["flat", "gaussian"]
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,8 @@ class TTAConfig:
     mode: TTAMode = "single"
     base: CanvasBase = "stretch"  # canvas at scale 1: "stretch" = S x S, "native" = H x W
     autocast: Literal["off", "bfloat16", "float16"] = "off"  # mixed-precision forward passes (GPU)
+    blend: TTABlend = "flat"  # how overlapping window logits are averaged
+    blend_sigma: float = 0.125  # gaussian: sigma as a fraction of the window side (inf = flat)
 
     def __post_init__(self) -> None:
         if not self.scales or any(not (s > 0) for s in self.scales):
@@ -38,6 +41,9 @@ class TTAConfig:
             raise ValueError(f"mode must be 'single' or 'multiscale', got {self.mode!r}")
         if self.autocast not in ("off", "bfloat16", "float16"):
             raise ValueError(f"autocast must be 'off', 'bfloat16' or 'float16', got {self.autocast!r}")
+        if self.blend not in ("flat", "gaussian") or not self.blend_sigma > 0:
+            raise ValueError(f"blend must be 'flat' or 'gaussian' and blend_sigma > 0, got {self.blend!r}, "
+                             f"{self.blend_sigma}")
         if self.base not in ("stretch", "native"):
             raise ValueError(f"base must be 'stretch' or 'native', got {self.base!r}")
 
@@ -47,6 +53,8 @@ class TTAConfig:
         core = "single" if self.mode == "single" else "ms" + "-".join(f"{s:g}" for s in self.scales)
         if self.mode == "multiscale" and self.base == "native":
             core += "@native"
+        if self.mode == "multiscale" and self.blend == "gaussian":
+            core += f"+gauss{self.blend_sigma:g}"
         return core + ("+flip" if self.flip else "")
 
 

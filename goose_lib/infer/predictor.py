@@ -7,9 +7,11 @@ anything :func:`goose_lib.models.checkpoint.load_student` accepts.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -24,6 +26,25 @@ class Predictor:
     predict: Callable[[np.ndarray], np.ndarray]  # image HxWx3 uint8 -> HxW uint8 class ids
     label: str  # what it is (shown beside results; says UNTRAINED for an untrained student)
     id: str  # stable id of its weights (cache keys of prediction-prompted boxes)
+    model: Any = None  # the torch module behind ``predict`` (for :meth:`offloaded`); None = nothing to move
+
+    @contextlib.contextmanager
+    def offloaded(self) -> Iterator[None]:
+        """While inside: the student's weights on the CPU and its CUDA memory released, so that
+        another model (the full-size teacher) has the GPU; afterwards back on their device."""
+        params = next(self.model.parameters(), None) if self.model is not None else None
+        if params is None or params.device.type == "cpu":
+            yield
+            return
+        import torch
+
+        device = params.device
+        self.model.to("cpu")
+        torch.cuda.empty_cache()
+        try:
+            yield
+        finally:
+            self.model.to(device)
 
 
 def student_predictor(source: str | os.PathLike, *, sam3_checkpoint: str | os.PathLike = EMBEDDED,
@@ -36,4 +57,4 @@ def student_predictor(source: str | os.PathLike, *, sam3_checkpoint: str | os.Pa
 
     model = load_student(source, sam3_checkpoint=sam3_checkpoint, device=resolve_device(device), seed=seed)
     return Predictor(predict=lambda image: predict(model, image, tta), label=model.description,
-                     id=student_fingerprint(source, sam3_checkpoint=sam3_checkpoint, seed=seed))
+                     id=student_fingerprint(source, sam3_checkpoint=sam3_checkpoint, seed=seed), model=model)

@@ -23,7 +23,9 @@ architecture of :class:`goose_lib.models.config.StudentConfig`; a reference poin
 
 from __future__ import annotations
 
+import math
 import os
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -162,6 +164,42 @@ def find_latest(out_dir: str | os.PathLike) -> Path | None:
         raise CheckpointLoadError(f"{path}: points at {ckpt}, which is not a complete checkpoint; "
                                   "delete latest.json to start over")
     return ckpt
+
+
+# --- best checkpoints by validation composite (ensembles) ---------------------------------------
+
+BEST_DIR = "best"
+BEST_FILE = "best.json"
+
+
+def _score(v: Any) -> float:
+    return float("-inf") if v is None or math.isnan(float(v)) else float(v)  # NaN / None rank last
+
+
+def save_best(out_dir: str | os.PathLike, step: int, model: torch.nn.Module, *, params: Mapping[str, Any],
+              composite: float | None, keep: int, info: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Keep ``model`` (the inference weights: EMA when on) as ``<out_dir>/best/step_N`` when its
+    validation ``composite`` is among the ``keep`` best so far; ``best/best.json`` lists the kept ones,
+    best first (``[{"step", "composite", "checkpoint"}]``, paths relative to ``out_dir``). Returns it."""
+    out_dir = Path(out_dir)
+    index = out_dir / BEST_DIR / BEST_FILE
+    ranking = [r for r in (read_json(index) if index.is_file() else []) if r["step"] != int(step)]
+    if keep < 1 or (len(ranking) >= keep and _score(composite) <= min(_score(r["composite"]) for r in ranking)):
+        return ranking
+    path = out_dir / BEST_DIR / f"step_{int(step):07d}"
+    save_student(path, model, params=params, info={"step": int(step), "val_composite": composite, **dict(info or {})})
+    ranking.append({"step": int(step), "composite": composite, "checkpoint": os.path.relpath(path, out_dir)})
+    ranking.sort(key=lambda r: (-_score(r["composite"]), r["step"]))
+    for old in ranking[keep:]:
+        shutil.rmtree(out_dir / old["checkpoint"], ignore_errors=True)
+    atomic_write_json(index, ranking[:keep])
+    return ranking[:keep]
+
+
+def best_checkpoints(out_dir: str | os.PathLike) -> list[Path]:
+    """The folders :func:`save_best` kept for a run, best first ([] when none)."""
+    index = Path(out_dir) / BEST_DIR / BEST_FILE
+    return [Path(out_dir) / r["checkpoint"] for r in read_json(index)] if index.is_file() else []
 
 
 # --- the one loader ----------------------------------------------------------------------------

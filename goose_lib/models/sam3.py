@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,26 +32,16 @@ import torch.nn.functional as F
 from goose_lib import paths
 from goose_lib.io import atomic_dir, atomic_write_json, read_json, sha256_file, sha256_json
 from goose_lib.models import embedded
+from goose_lib.models.sam3_keys import CheckpointError, match_vision_keys, tracker_key_problems
+from goose_lib.models.sam3_keys import short as _short
 from goose_lib.models.weights import check_safetensors, load_safetensors
 from goose_lib.quiet import drop_log_messages, no_transformers_progress
 
-_ANCHOR = "backbone.embeddings.patch_embeddings.projection.weight"
-# (layout name, [(prefix in the file, prefix in Sam3VisionModel)]); the first whose anchor exists wins.
-_LAYOUTS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
-    ("facebook/sam3", (("detector_model.vision_encoder.", ""),)),
-    ("Sam3TrackerModel", (("tracker_model.detector_model.vision_encoder.", ""),
-                          ("tracker_model.tracker_neck.", "neck."))),
-    ("Sam3Model", (("vision_encoder.", ""),)),
-    ("Sam3VisionModel", (("", ""),)),
-)
-
+__all__ = ["CheckpointError", "checkpoint_fingerprint", "describe", "file_shapes", "load_tracker",
+           "load_vision_encoder", "preprocess", "read_vision_config", "save_tracker_copy"]
 
 # transformers' warning on reading the tracker from a facebook/sam3 folder: expected (keys checked strictly)
 _EXPECTED_TYPE = "model of type `sam3_video` to instantiate a model of type `sam3_tracker`"
-
-
-class CheckpointError(ValueError):
-    """A SAM3 checkpoint folder that cannot be loaded as asked (names the folder and the keys)."""
 
 
 # --- preprocessing -------------------------------------------------------------------------------
@@ -159,32 +148,16 @@ def _check_image_size(path: Path, actual: int, wanted: int | None) -> None:
                               f"was asked; use image_size={actual} or a checkpoint built for {wanted}")
 
 
-def _short(keys: Sequence[str], n: int = 12) -> str:
-    keys = sorted(keys)
-    more = f" ... (+{len(keys) - n} more)" if len(keys) > n else ""
-    return ", ".join(keys[:n]) + more
-
-
-def _select_vision_weights(path: Path, files: list[Path]) -> tuple[str, dict[str, tuple[Path, str]]]:
-    """Pick the key layout and map Sam3VisionModel key -> (file, key in file)."""
+def file_shapes(files: list[Path]) -> dict[str, tuple[Path, tuple[int, ...]]]:
+    """``{key: (file, shape)}`` of safetensors files, from their headers (no tensor is read)."""
     from safetensors import safe_open
 
-    keys: dict[str, Path] = {}
+    out: dict[str, tuple[Path, tuple[int, ...]]] = {}
     for f in files:
         with safe_open(str(f), framework="pt") as sf:
-            keys.update(dict.fromkeys(sf.keys(), f))
-    for name, prefixes in _LAYOUTS:
-        if prefixes[0][0] + _ANCHOR not in keys:
-            continue
-        selected: dict[str, tuple[Path, str]] = {}
-        for key, file in keys.items():
-            for src, dst in prefixes:
-                if key.startswith(src):
-                    selected[dst + key[len(src):]] = (file, key)
-                    break
-        return name, selected
-    raise CheckpointError(f"{path}: no SAM3 vision encoder weights found (looked for "
-                          f"{[p[0][0] + _ANCHOR for _, p in _LAYOUTS]})")
+            for k in sf.keys():  # noqa: SIM118 - safe_open is not a dict
+                out[k] = (f, tuple(sf.get_slice(k).get_shape()))
+    return out
 
 
 def load_vision_encoder(path: str | os.PathLike, *, device: str | torch.device = "cpu",
@@ -201,32 +174,23 @@ def load_vision_encoder(path: str | os.PathLike, *, device: str | torch.device =
     path = embedded.resolve_sam3_checkpoint(path)
     config = read_vision_config(path)
     _check_image_size(path, config.image_size, image_size)
-    layout, selected = _select_vision_weights(path, _weight_files(path))
+    keys = file_shapes(_weight_files(path))
     # Skip random initialisation (~10 s for the real 454M encoder on a CPU): every parameter and
     # persistent buffer is overwritten by the strict load below; the non-persistent ones (RoPE
     # frequencies, position ids) are computed in __init__. (transformers patches torch.nn.init
     # while the block runs, as its own from_pretrained does.)
     with no_init_weights():
         model = Sam3VisionModel(config)
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(selected))
-    unexpected = sorted(selected[k][1] for k in set(selected) - set(expected))
-    if missing or unexpected:
-        raise CheckpointError(f"{path}: weights do not match the SAM3 vision encoder ({layout} layout): "
-                              f"missing {len(missing)} key(s) [{_short(missing)}]; "
-                              f"unexpected {len(unexpected)} key(s) [{_short(unexpected)}]")
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    _, selected = match_vision_keys(str(path), {k: s for k, (_, s) in keys.items()}, expected)
     state: dict[str, torch.Tensor] = {}
     by_file: dict[Path, list[str]] = {}
-    for k, (f, _) in selected.items():
-        by_file.setdefault(f, []).append(k)
+    for k, file_key in selected.items():
+        by_file.setdefault(keys[file_key][0], []).append(k)
     for f, ks in by_file.items():
         with safe_open(str(f), framework="pt") as sf:
             for k in ks:
-                state[k] = sf.get_tensor(selected[k][1])
-    bad = [f"{selected[k][1]} {tuple(v.shape)} != {tuple(expected[k].shape)}"
-           for k, v in state.items() if v.shape != expected[k].shape]
-    if bad:
-        raise CheckpointError(f"{path}: mis-shaped weights for the SAM3 vision encoder: {_short(bad)}")
+                state[k] = sf.get_tensor(selected[k])
     model.load_state_dict(state, strict=True)
     return model.to(device=device, dtype=dtype).eval()
 
@@ -245,7 +209,7 @@ def load_tracker(path: str | os.PathLike, *, device: str | torch.device = "cpu",
     if cfg.get("model_type") not in ("sam3_video", "sam3_tracker", "sam3_tracker_video"):
         raise CheckpointError(f"{path}: config.json has model_type {cfg.get('model_type')!r}; the tracker "
                               "needs a facebook/sam3 (sam3_video) or Sam3TrackerModel folder")
-    _weight_files(path)
+    files = _weight_files(path)
     try:
         # ignore_mismatched_sizes: report mis-shaped keys in ``info`` (raised below, by name)
         with no_transformers_progress(), drop_log_messages("transformers.configuration_utils", _EXPECTED_TYPE):
@@ -253,8 +217,11 @@ def load_tracker(path: str | os.PathLike, *, device: str | torch.device = "cpu",
                                                            ignore_mismatched_sizes=True, dtype=dtype)
     except (OSError, RuntimeError, ValueError, KeyError) as exc:
         raise CheckpointError(f"{path}: cannot load the SAM3 tracker ({exc})") from exc
-    problems = {k: sorted(map(str, info.get(k) or [])) for k in ("missing_keys", "unexpected_keys",
-                                                                 "mismatched_keys")}
+    # transformers' own report, and the same check on the file's key -> shape table (sam3_keys),
+    # which the tests also run on the full-size facebook/sam3 key set
+    own = tracker_key_problems({k: s for k, (_, s) in file_shapes(files).items()}, model)
+    problems = {k: sorted(map(str, info.get(k) or [])) or own[k] for k in ("missing_keys", "unexpected_keys",
+                                                                          "mismatched_keys")}
     problems = {k: v for k, v in problems.items() if v}
     if problems or info.get("error_msgs"):
         detail = "; ".join(f"{k.replace('_', ' ')} {len(v)} [{_short(v)}]" for k, v in problems.items())

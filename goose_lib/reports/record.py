@@ -27,6 +27,19 @@ def load_metrics(run_dir: str | os.PathLike) -> dict[str, Any]:
     return read_json(path) if path.exists() else {}
 
 
+def relative(path: str | os.PathLike, run_dir: str | os.PathLike = ".") -> str:
+    """``path`` as recorded in metrics.json: relative to the run folder when it lies inside the
+    reports folder around it (so a moved or copied reports folder keeps working and its run keys
+    stay the same), else as given (a shared cache under GOOSE_SAM3_HOME, a value like "untrained")."""
+    p, here = Path(path), Path(run_dir).resolve()
+    if not p.is_absolute() and not p.exists():
+        return str(path)  # not a path at all (e.g. "untrained")
+    p = p.resolve()
+    if p.is_relative_to(here.parent):
+        return os.path.relpath(p, here)
+    return str(p)
+
+
 def parameters_details(params: Mapping[str, Any], summary: str = "all parameters of this run") -> Any:
     """A collapsed HTML section (``<details>``: a one-line summary, a name/value table when opened),
     for the end of a notebook page: the run's parameters on record without a screenful of text

@@ -17,7 +17,7 @@ loads it strictly and ``checkpoint_fingerprint`` differs from the base.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,8 @@ def trainable_names(model: torch.nn.Module) -> list[str]:
 
 
 def prepare_examples(model: torch.nn.Module, samples: Sequence[Any], box_params: BoxParams,
-             no_memory_level: str, progress: bool) -> list[dict[str, Any]]:
+             no_memory_level: str, progress: bool, instance_classes: Collection[int] | None = None
+             ) -> list[dict[str, Any]]:
     """Per image: embeddings (computed once), model-frame boxes (n,4) and target masks (n,4g,4g)."""
     from tqdm.auto import tqdm
 
@@ -53,7 +54,8 @@ def prepare_examples(model: torch.nn.Module, samples: Sequence[Any], box_params:
         item = load_sample(s)
         if item.get("label") is None:
             continue
-        bs = boxes_from_labels(item["label"], item.get("instances"), params=box_params, return_masks=True)
+        bs = boxes_from_labels(item["label"], item.get("instances"), params=box_params, return_masks=True,
+                               instance_classes=instance_classes)
         if len(bs) == 0:
             continue
         emb = [e.detach() for e in encode_image(model, preprocess(item["image"], size).to(dev), no_memory_level)]
@@ -112,14 +114,16 @@ def _box_loss(logits: torch.Tensor, iou_pred: torch.Tensor, target: torch.Tensor
 
 
 def adapt_teacher(model: torch.nn.Module, samples: Sequence[Any], cfg: AdaptConfig,
-                  box_params: BoxParams = DEFAULT_BOXES, *, progress: bool = True) -> list[float]:
-    """Fine-tune ``model`` (a Sam3TrackerModel) in place; returns the loss per step."""
+                  box_params: BoxParams = DEFAULT_BOXES, *, instance_classes: Collection[int] | None = None,
+                  progress: bool = True) -> list[float]:
+    """Fine-tune ``model`` (a Sam3TrackerModel) in place; returns the loss per step.
+    ``instance_classes``: as in :func:`~goose_lib.teacher.boxes.boxes_from_labels`."""
     from tqdm.auto import tqdm
 
     if cfg.steps == 0:
         return []
     samples = list(samples)[: cfg.limit] if cfg.limit else list(samples)
-    data = prepare_examples(model, samples, box_params, cfg.no_memory_level, progress)
+    data = prepare_examples(model, samples, box_params, cfg.no_memory_level, progress, instance_classes)
     if not data:
         raise ValueError("adapt_teacher: no training sample has a box; nothing to adapt on")
     names = set(trainable_names(model))
@@ -168,13 +172,13 @@ def save_adapted(model: torch.nn.Module, base: str | os.PathLike, out: str | os.
 def prepare_teacher_checkpoint(sam3_checkpoint: str, data_root: str, *, cfg: AdaptConfig | None = None,
                                box_params: BoxParams = DEFAULT_BOXES, split: str = "train",
                                out_root: str | os.PathLike | None = None, device: str = "auto",
-                               progress: bool = True) -> str | Path:
+                               exclude_scenarios: Sequence[str] = (), progress: bool = True) -> str | Path:
     """The teacher's SAM3 checkpoint: ``sam3_checkpoint`` itself (as given) when ``cfg.steps == 0``, else an
     adapted copy under ``out_root`` (default ``paths.home()/"teacher-adapted"``), named by a hash
     of the base fingerprint, the data root, ``cfg`` and ``box_params``; reused when it exists."""
     from goose_lib import paths
     from goose_lib.config import to_dict
-    from goose_lib.data.embedded import is_embedded
+    from goose_lib.data.embedded import is_embedded, load_ontology
     from goose_lib.data.layout import index_split
     from goose_lib.io import sha256_json
     from goose_lib.models.sam3 import checkpoint_fingerprint, load_tracker
@@ -182,14 +186,17 @@ def prepare_teacher_checkpoint(sam3_checkpoint: str, data_root: str, *, cfg: Ada
     cfg = cfg or AdaptConfig()
     if cfg.steps == 0:
         return sam3_checkpoint
-    samples = index_split(data_root, split)
+    samples = index_split(data_root, split, exclude_scenarios=exclude_scenarios)
     root = str(data_root) if is_embedded(data_root) else str(Path(data_root).resolve())
+    instance_classes = load_ontology(data_root).instance_classes  # which ids make boxes: part of the tag
     tag = sha256_json({"base": checkpoint_fingerprint(sam3_checkpoint), "root": root, "split": split,
-                       "adapt": to_dict(cfg), "boxes": to_dict(box_params)})[:16]
+                       **({"exclude": sorted(exclude_scenarios)} if exclude_scenarios else {}),
+                       "adapt": to_dict(cfg), "boxes": to_dict(box_params),
+                       "instance_classes": sorted(instance_classes)})[:16]
     out = Path(out_root) if out_root is not None else paths.home() / "teacher-adapted"
     out = out / f"adapted-{tag}"
     if (out / "config.json").is_file():
         return out
     model = load_tracker(sam3_checkpoint, device=paths.resolve_device(device))
-    adapt_teacher(model, samples, cfg, box_params, progress=progress)
+    adapt_teacher(model, samples, cfg, box_params, instance_classes=instance_classes, progress=progress)
     return save_adapted(model, sam3_checkpoint, out)

@@ -7,15 +7,18 @@ class id (0..63) and a source: ``"instance"`` (from an instance id), ``"componen
 connected component of the class mask) or ``"prediction"`` (a component of a predicted map).
 
 Rules (see :class:`BoxParams`): for each class present in the label map, one box per instance id
-where the class has instances (pixels of the class with instance id 0 are boxed by components);
-otherwise one box per connected component. Objects smaller than ``min_area`` pixels are dropped.
+where the class has instances — a class whose ``has_instance`` is set in the dataset's
+``goose_label_mapping.csv`` (``instance_classes``, i.e. :attr:`Ontology.instance_classes`); its
+pixels with instance id 0 are boxed by components — otherwise one box per connected component
+(instance ids on such a class are ignored; ``goose check`` reports them). The instance encoding
+assumed is the one in :mod:`goose_lib.data.decode`. Objects smaller than ``min_area`` pixels are dropped.
 A margin widens each box, and every box is clipped to the image; boxes that are empty after
 clipping are dropped. An image without any box is valid (an empty :class:`BoxSet`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -148,12 +151,13 @@ def _check_map(arr: np.ndarray, name: str) -> np.ndarray:
 
 def boxes_from_labels(label: np.ndarray, instances: np.ndarray | None = None, *,
                       params: BoxParams = DEFAULT_BOXES, classes: Sequence[int] | None = None,
-                      return_masks: bool = False) -> BoxSet:
+                      return_masks: bool = False, instance_classes: Collection[int] | None = None) -> BoxSet:
     """Oracle boxes from ground truth.
 
     label HxW uint8 class ids (255 ignored); instances HxW int (0 = no instance) or None.
     ``classes``: restrict to these class ids (None = every class present, minus
-    ``params.skip_classes``). ``return_masks`` also returns each box's object mask (HxW bool),
+    ``params.skip_classes``). ``instance_classes``: the classes whose instance ids are used
+    (pass :attr:`Ontology.instance_classes`); None = every class's. ``return_masks`` also returns each box's object mask (HxW bool),
     used by teacher adaptation.
     """
     label = _check_map(label, "label")
@@ -166,11 +170,12 @@ def boxes_from_labels(label: np.ndarray, instances: np.ndarray | None = None, *,
     if classes is not None:
         wanted = {int(c) for c in classes}
         present = [c for c in present if c in wanted]
+    inst_ok = frozenset(int(c) for c in instance_classes) if instance_classes is not None else frozenset()
     objects: list[tuple[int, str, tuple[slice, slice], np.ndarray]] = []
     for c in present:
         cmask = label == c
         rest = cmask
-        if params.use_instances and instances is not None:
+        if params.use_instances and instances is not None and (instance_classes is None or c in inst_ok):
             ids = np.unique(instances[cmask])
             ids = ids[ids != 0]
             for i in ids:

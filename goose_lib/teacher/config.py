@@ -42,6 +42,7 @@ class TeacherConfig:
     no_memory_level: Literal["original", "transformers"] = "original"  # see module doc
     box_batch: int = 64  # * boxes decoded per call (per image)
     image_batch: int = 1  # * images encoded per call
+    autocast: Literal["off", "bfloat16"] = "off"  # bf16 autocast for encoder + decoder (GPU); "off" = fp32
 
     def __post_init__(self) -> None:
         if not 0.0 < self.mask_threshold < 1.0:
@@ -54,12 +55,18 @@ class TeacherConfig:
             raise ValueError(f"overlap must be 'smallest_box' or 'max_prob', got {self.overlap!r}")
         if self.no_memory_level not in ("original", "transformers"):
             raise ValueError(f"no_memory_level must be 'original' or 'transformers', got {self.no_memory_level!r}")
+        if self.autocast not in ("off", "bfloat16"):
+            raise ValueError(f"autocast must be 'off' or 'bfloat16', got {self.autocast!r}")
 
     def result_key(self) -> dict[str, Any]:
-        """The fields that change teacher outputs (for cache keys)."""
-        return {"multimask": self.multimask, "mask_threshold": self.mask_threshold,
-                "tie_margin": self.tie_margin, "no_memory_level": self.no_memory_level,
-                "overlap": self.overlap}
+        """The fields that change teacher outputs (for cache keys; ``autocast`` only when on, so
+        fp32 caches keep their keys)."""
+        key: dict[str, Any] = {"multimask": self.multimask, "mask_threshold": self.mask_threshold,
+                               "tie_margin": self.tie_margin, "no_memory_level": self.no_memory_level,
+                               "overlap": self.overlap}
+        if self.autocast != "off":
+            key["autocast"] = self.autocast
+        return key
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ class TeacherRun:
     student_scores: Any = None  # the student's full-image Scores on the comparison split
     selected: list[int] = field(default_factory=list)
     selection_file: Path | None = None
+    selection_split: dict[str, Any] = field(default_factory=dict)  # {"split", "scenarios", "images"}
 
 
 def default_cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
@@ -50,37 +51,51 @@ def run_teacher(sam3_checkpoint: str, data_root: str, *, cache_splits: dict[str,
                 cache_root: str | os.PathLike | None = None, teacher_cfg: TeacherConfig = DEFAULT_TEACHER,
                 box_params: BoxParams = DEFAULT_BOXES, adapt: AdaptConfig | None = None, adapt_split: str = "train",
                 box_source: Literal["gt", "prediction"] = "gt", student: Predictor | None = None,
-                compare_split: str | None = None, compare_limit: int | None = None,
+                compare_split: str | None = None, compare_limit: int | None = None, compare_holdout: float = 0.0,
+                holdout_seed: int = 0, exclude_scenarios: tuple[str, ...] = (),
                 rule: SelectionRule | None = None, out_dir: str | os.PathLike | None = None,
                 ontology: Any = None, shard: tuple[int, int] = (0, 1), device: str = "auto",
                 progress: bool = True) -> TeacherRun:
     """Adapt (``adapt.steps > 0``), cache ``cache_splits`` ({split: limit}), and with
     ``compare_split``: compare with ``student`` there, select by ``rule`` and (``out_dir``) write
-    ``teacher_comparison.csv`` + ``selection.json``."""
+    ``teacher_comparison.csv`` + ``selection.json``.
+
+    ``compare_holdout`` > 0: the comparison (and so the selection) uses only a fixed, seeded
+    hold-out of ``compare_split``'s scenarios (:func:`goose_lib.data.layout.holdout_scenarios`), so
+    that the classes are not selected on the split whose scores are then reported (val).
+    ``exclude_scenarios`` is left out of every step (adaptation, caches, comparison)."""
     from goose_lib.teacher.adapt import prepare_teacher_checkpoint
 
     if (box_source == "prediction" or compare_split) and student is None:
         raise ValueError("run_teacher: prediction-prompted boxes and the comparison need a student predictor")
     teacher_ckpt = prepare_teacher_checkpoint(sam3_checkpoint, data_root, cfg=adapt or AdaptConfig(),
                                               box_params=box_params, split=adapt_split, device=device,
-                                              progress=progress)
+                                              exclude_scenarios=exclude_scenarios, progress=progress)
     root = default_cache_root(cache_root)
     caches = {split: cache_split(teacher_ckpt, data_root, split, root, teacher_cfg=teacher_cfg, box_params=box_params,
                                  box_source=box_source, predictor=student.predict if box_source == "prediction" else None,
                                  predictor_id=student.id if box_source == "prediction" else "",
-                                 limit=limit, shard=shard, device=device, progress=progress)
+                                 limit=limit, exclude_scenarios=exclude_scenarios, shard=shard, device=device,
+                                 progress=progress, offload=student.offloaded if student is not None else None)
               for split, limit in cache_splits.items()}
     result = TeacherRun(teacher_checkpoint=teacher_ckpt, caches=caches)
     if compare_split:
-        from goose_lib.data.layout import index_split
+        from goose_lib.data.layout import holdout_scenarios, index_split
         from goose_lib.teacher.selection import compare, save_selection, select_classes
 
         assert student is not None
-        if compare_split not in caches:
-            caches[compare_split] = cache_split(teacher_ckpt, data_root, compare_split, root, teacher_cfg=teacher_cfg,
-                                                box_params=box_params, limit=compare_limit, device=device,
-                                                progress=progress)
-        samples = index_split(data_root, compare_split, limit=compare_limit)
+        # (items already cached for another purpose, e.g. the training split's, are reused: free)
+        caches[compare_split] = cache_split(teacher_ckpt, data_root, compare_split, root, teacher_cfg=teacher_cfg,
+                                            box_params=box_params, limit=compare_limit,
+                                            exclude_scenarios=exclude_scenarios, device=device, progress=progress,
+                                            offload=student.offloaded)
+        samples = index_split(data_root, compare_split, exclude_scenarios=exclude_scenarios, limit=compare_limit)
+        held = holdout_scenarios(samples, compare_holdout, holdout_seed)
+        if held:
+            samples = [s for s in samples if s.scenario in held]
+        result.selection_split = {"split": compare_split, "holdout": compare_holdout, "holdout_seed": holdout_seed,
+                                  "scenarios": held or sorted({s.scenario for s in samples}),
+                                  "images": len(samples)}
         table, scores = compare(samples, caches[compare_split].folder, student.predict, ontology=ontology,
                                 progress=progress)
         rule = rule or SelectionRule()
@@ -90,5 +105,5 @@ def run_teacher(sam3_checkpoint: str, data_root: str, *, cache_splits: dict[str,
             _, result.selection_file = save_selection(
                 out_dir, table, result.selected, rule, checkpoint=student.label,
                 teacher_checkpoint=str(teacher_ckpt), teacher_cache=str(caches[compare_split].folder),
-                ontology=ontology)
+                ontology=ontology, extra={"selection_split": result.selection_split})
     return result

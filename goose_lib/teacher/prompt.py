@@ -26,6 +26,11 @@ counts only inside its own box. ``TeacherConfig.overlap``:
   other covering class has P >= ``mask_threshold`` within ``tie_margin`` of it; else 255.
 
 Outside every box: ``teacher_cls`` = ``teacher_region`` = 255 and ``teacher_prob`` = 0.
+
+Precision: weights stay as loaded (fp32 by default); ``TeacherConfig.autocast="bfloat16"`` runs
+the encoder and the decoder under ``torch.autocast`` in bf16 (meant for the GPU, about half the
+activation memory and several times the speed there; on the CPU it works but is slow). Mask
+logits leave the model as float32 either way. The default ``"off"`` is plain fp32.
 """
 
 from __future__ import annotations
@@ -87,18 +92,28 @@ class Teacher:
         [(B,C0,4g,4g), (B,C1,2g,2g), (B,C,g,g)], with ``no_memory_embedding`` added per
         ``cfg.no_memory_level``."""
         self.calls["encode"] += 1
-        return encode_image(self.model, pixel_values, self.cfg.no_memory_level)
+        with self._precision():
+            return encode_image(self.model, pixel_values, self.cfg.no_memory_level)
+
+    def _precision(self) -> Any:
+        """``torch.autocast`` in bf16 when ``cfg.autocast`` asks for it, else nothing."""
+        import contextlib
+
+        if self.cfg.autocast == "off":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
     @torch.no_grad()
     def decode(self, embeddings: list[torch.Tensor], boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """boxes (B, n, 4) model-frame xyxy -> (logits (B, n, 4g, 4g), iou (B, n)) of the chosen mask."""
         self.calls["decode"] += 1
-        out = self.model(image_embeddings=embeddings, input_boxes=boxes, multimask_output=self.cfg.multimask)
+        with self._precision():
+            out = self.model(image_embeddings=embeddings, input_boxes=boxes, multimask_output=self.cfg.multimask)
         masks, iou = out.pred_masks, out.iou_scores  # (B, n, k, h, w), (B, n, k)
         best = iou.argmax(dim=-1)  # (B, n)
         idx = best[..., None, None, None].expand(-1, -1, 1, *masks.shape[-2:])
         logits = masks.gather(2, idx).squeeze(2)
-        return logits, iou.gather(2, best[..., None]).squeeze(-1)
+        return logits.float(), iou.gather(2, best[..., None]).squeeze(-1).float()
 
     @torch.no_grad()
     def predict(self, images: Sequence[np.ndarray], boxsets: Sequence[BoxSet]) -> list[TeacherMaps]:

@@ -65,13 +65,23 @@ class TrainConfig:
     min_lr_ratio: float = 0.0  # final lr as a fraction of the peak
     grad_clip: float = 0.0  # max gradient norm; 0 = off
     label_smoothing: float = 0.0  # cross-entropy label smoothing
+    # loss (goose_lib.train.losses); every option is off by default
+    loss: Literal["ce", "ohem", "class_balanced"] = "ce"  # pixel loss: plain, hard pixels only, class-weighted
+    ohem_thresh: float = 0.7  # ohem: keep pixels whose true-class probability is below this (mmseg: 0.7)
+    ohem_min_kept: int = 100000  # ohem: ... or the this-many hardest labelled pixels of the batch (mmseg: 1e5)
+    balance_power: float = 0.5  # class_balanced: class weight ~ pixel frequency ** -power (1 = inverse)
+    category_loss_weight: float = 0.0  # coarse-category CE (log-sum-exp of the class logits) weight; 0 = off
     ema: float = 0.0  # EMA decay of the weights (e.g. 0.999); 0 = off
     repeat_threshold: float = 0.0  # LVIS repeat-factor threshold; 0 = uniform sampling
+    copy_paste_classes: tuple[int, ...] = ()  # rare class ids pasted from other training images; () = off
+    copy_paste_prob: float = 0.5  # copy-paste: chance that a drawn image receives pastes
+    copy_paste_count: int = 1  # copy-paste: objects pasted into such an image
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     # bookkeeping
     val_interval: int = 50  # steps between validations; 0 = only at the end
     checkpoint_interval: int = 100  # steps between checkpoints (also written at the end)
     keep_checkpoints: int = 2  # newest step checkpoints kept
+    keep_best: int = 0  # also keep the k best checkpoints by validation composite (in best/); 0 = off
     log_interval: int = 10  # steps between metrics.jsonl loss rows
     seed: int = 0  # seed of everything random in the run
     device: str = "auto"  # "auto", "cpu", "cuda" or "cuda:N"
@@ -100,6 +110,14 @@ class TrainConfig:
             raise ValueError("need 0 <= min_lr_ratio <= 1, poly_power > 0 and grad_clip >= 0")
         if self.distill_weight < 0 or any(not 0 <= c < 256 for c in self.distill_classes):
             raise ValueError("distill_weight must be >= 0 and distill_classes class ids")
+        if not 0 < self.ohem_thresh <= 1 or self.ohem_min_kept < 1 or self.balance_power < 0:
+            raise ValueError("need 0 < ohem_thresh <= 1, ohem_min_kept >= 1 and balance_power >= 0")
+        if self.category_loss_weight < 0 or self.keep_best < 0:
+            raise ValueError("category_loss_weight and keep_best must be >= 0")
+        if not 0 <= self.copy_paste_prob <= 1 or self.copy_paste_count < 1 \
+                or any(not 0 <= c < 255 for c in self.copy_paste_classes):
+            raise ValueError("need 0 <= copy_paste_prob <= 1, copy_paste_count >= 1 and copy_paste_classes "
+                             "class ids 0..254")
         self.geometry()  # validates the augmentation ranges too
         self.photometric_config()
         self.student_config()  # ... and the student's fields (frozen_layers, decoder_channels, ...)

@@ -63,6 +63,7 @@ class TrainState:
     device: torch.device
     ema: EMA | None = None
     distill: DistillSetup | None = None
+    criterion: losses.Criterion | None = None  # None = plain cross-entropy (set by the loop from cfg)
     step: int = 0
 
     def autocast(self) -> contextlib.AbstractContextManager:
@@ -116,7 +117,10 @@ def compute_loss(state: TrainState, batch: dict[str, Any]) -> torch.Tensor:
         label = d.replace(batch)
     with state.autocast():
         logits = state.net(batch["image"])
-    loss = losses.segmentation_loss(logits, label, label_smoothing=state.cfg.label_smoothing)
+    if state.criterion is not None:
+        loss = state.criterion(logits, label)
+    else:
+        loss = losses.segmentation_loss(logits, label, label_smoothing=state.cfg.label_smoothing)
     if d is not None and d.mode == "soft":
         loss = loss + d.weight * d.loss(logits.float(), batch)
     return loss
@@ -135,7 +139,7 @@ def train_step(state: TrainState, micro_batches: list[dict[str, Any]]) -> float:
             loss = compute_loss(state, _to(batch, state.device))
             (loss / n).backward()
         total += loss.detach()
-    value = all_reduce_mean(total / n)
+    value = all_reduce_mean(total / n, state.device)
     if not math.isfinite(value):
         state.optimizer.zero_grad(set_to_none=True)
         raise TrainingDiverged(f"loss is {value} at step {state.step + 1}")

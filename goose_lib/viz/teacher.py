@@ -78,8 +78,10 @@ class ClassPicker:
         self.table = table
         self.rule = rule = rule or SelectionRule()
         self.ontology = ontology or Ontology.load()
-        opts = [(f"{int(c):2d} {row['name']}  (gain {row['gain']:+.2f})", int(c)) for c, row in table.iterrows()]
-        self.margin = w.FloatSlider(value=rule.margin, min=-1.0, max=1.0, step=0.01, description="margin")
+        col = "distill_gain" if rule.criterion == "distill" else "gain"
+        opts = [(f"{int(c):2d} {row['name']}  ({col} {row[col]:+.3f})", int(c)) for c, row in table.iterrows()]
+        self.margin = w.FloatSlider(value=rule.margin, min=-1.0, max=1.0, step=0.001 if col == "distill_gain" else 0.01,
+                                    readout_format=".3f", description="margin")
         self.min_pixels = w.IntText(value=rule.min_pixels, description="min pixels")
         self.choice = w.SelectMultiple(options=opts, rows=min(12, max(len(opts), 1)), description="classes")
         self.summary = w.HTML()
