@@ -46,7 +46,7 @@ def test_check_params_rejects_unknown_names_and_types(tmp_path: Path) -> None:
     nb = write_notebook(tmp_path / "fake.ipynb")
     # unregistered notebook: names come from its parameters cell
     assert declared_params(nb, {}) == {"alpha": 1.0, "fail": False, "block_file": "", "log_file": "",
-                                       "checkpoint": ""}
+                                       "checkpoint": "", "seed": 0}
     check_params(nb, {"alpha": 2.0}, registry={})
     with pytest.raises(RunSpecError, match=rf"^{nb}: unknown parameter\(s\) \['alpah'\]"):
         check_params(nb, {"alpah": 2.0}, registry={})
