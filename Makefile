@@ -35,7 +35,7 @@ test-fast: setup
 	$(BIN)/python -m pytest -m "not slow and not browser"
 
 bench: setup
-	for f in benchmarks/bench_*.py; do $(BIN)/python $$f || exit 1; done
+	$(BIN)/python benchmarks/run_all.py
 
 clean-reports:
 	rm -rf reports/*/ reports/index.html
