@@ -74,6 +74,30 @@ def run_key(run: Run, params: Mapping[str, Any], inputs: Mapping[str, Any], upst
                         "upstream": dict(sorted(upstream.items()))})
 
 
+def _warm_up(index: bool) -> None:
+    """First-use imports of the runner in a background thread: papermill, the HTML exporter and,
+    for the index page, matplotlib's Agg rendering (fonts). The runner mostly waits on kernels,
+    so this overlaps with the first run instead of adding to it (~0.5 s a run on the demo)."""
+    import threading
+
+    def work() -> None:
+        import io
+
+        import papermill  # noqa: F401
+
+        from goose_lib.reports.html import reporter
+
+        reporter()
+        if index:
+            from matplotlib.figure import Figure
+
+            fig = Figure(figsize=(1, 1))
+            fig.add_subplot().set_title("warm-up")
+            fig.savefig(io.BytesIO(), format="png")
+
+    threading.Thread(target=work, name="goose-runner-warm-up", daemon=True).start()
+
+
 def _share_cores(cores: int) -> None:
     """Pool initializer: the notebooks' ``configure_threads()`` in this worker's kernels sees
     ``cores`` as its budget (goose_lib.runtime), so N workers do not run N x all-cores threads."""
@@ -152,7 +176,9 @@ def run_ablation(spec: AblationSpec, reports_dir: str | os.PathLike, *, workers:
     in_flight: dict[cf.Future, Run] = {}
     kernels = KernelPool() if pool is None else None
     if todo:
+        _prestart(kernels, todo, results, root)  # the first kernels boot while the runner warms up
         provenance.warm_up()
+        _warm_up(index)
     bar = _progress(len(todo), progress)
 
     def finish(run: Run, result: dict[str, Any]) -> None:
