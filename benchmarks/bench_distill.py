@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import Bench, timing  # noqa: E402
+from _harness import Bench, timing
 
 
 def main() -> int:

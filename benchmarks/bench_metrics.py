@@ -21,9 +21,9 @@ import torch
 from torchmetrics.classification import MulticlassJaccardIndex
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import Bench, competing_load, interleave  # noqa: E402
+from _harness import Bench, competing_load, interleave
 
-from goose_lib.metrics import COUNTERS, ConfusionMatrix, pick_counter  # noqa: E402
+from goose_lib.metrics import COUNTERS, ConfusionMatrix, pick_counter
 
 H, W, K = 1024, 2048, 64
 

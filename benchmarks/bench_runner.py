@@ -22,7 +22,7 @@ import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import Bench, timing  # noqa: E402
+from _harness import Bench, timing
 
 CELLS = [
     ("%matplotlib inline\nfrom matplotlib.figure import Figure\nimport ipywidgets\n"

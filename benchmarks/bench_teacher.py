@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import Bench, interleave  # noqa: E402
+from _harness import Bench, interleave
 
 
 def _proportioned_tracker(size: int = 224):

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import Bench, timing  # noqa: E402
+from _harness import Bench, timing
 
 from goose_lib.data.synthetic import render_scene
 from goose_lib.infer.tta import TTAConfig, count_windows, predict, predict_probs

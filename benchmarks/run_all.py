@@ -17,7 +17,7 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import RESULTS_DIR, SESSION_ENV, print_table  # noqa: E402
+from _harness import RESULTS_DIR, SESSION_ENV, print_table
 
 
 def _session_line(name: str, session: str) -> dict | None:
@@ -43,7 +43,7 @@ def main(argv: list[str]) -> int:
         name = script.stem.removeprefix("bench_")
         print(f"\n##### {script.name}", flush=True)
         t0 = time.perf_counter()
-        rc = subprocess.run([sys.executable, str(script)], env=env).returncode
+        rc = subprocess.run([sys.executable, str(script)], check=False, env=env).returncode
         rec = _session_line(name, session)
         rows.append((name, rc, rec, time.perf_counter() - t0))
     print(f"\n##### summary (session {session}, results in {RESULTS_DIR})")

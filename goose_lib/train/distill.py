@@ -123,7 +123,7 @@ class _SoftBCE(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, c: torch.Tensor, t: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+    def forward(ctx, x: torch.Tensor, c: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         m = x.max(dim=1, keepdim=True).values
         e = (x - m).exp_()
         total = e.sum(dim=1)
@@ -137,7 +137,7 @@ class _SoftBCE(torch.autograd.Function):
         return -(t * log_p + (1.0 - t) * log_q).mean()
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor):  # noqa: ANN001, ANN205
+    def backward(ctx, grad: torch.Tensor):
         e, others, p_c, c, t = ctx.saved_tensors
         scale = grad / e.shape[0]
         g = e * ((t - p_c) * scale / others)[:, None]
