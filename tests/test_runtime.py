@@ -76,3 +76,23 @@ def test_configure_before_torch_is_imported() -> None:
             "torch.get_num_threads()")
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
     subprocess.run([sys.executable, "-c", code], check=True, env=env)
+
+
+def test_cli_threads_flag_and_data_workers(clean_env: pytest.MonkeyPatch) -> None:
+    from goose_lib.cli import _configure_threads, build_parser
+
+    old = torch.get_num_threads()
+    try:
+        clean_env.setenv(runtime.CORES_ENV, "4")
+        args = build_parser().parse_args(["train", "--out-dir", "x", "--num-workers", "3"])
+        assert _configure_threads(args) == 1 and torch.get_num_threads() == 1  # 4 cores - 3 workers
+        args = build_parser().parse_args(["synth", "out"])
+        assert _configure_threads(args) == 4
+        args = build_parser().parse_args(["--threads", "2", "train", "--out-dir", "x", "--num-workers", "3"])
+        assert _configure_threads(args) == 2 and os.environ[runtime.THREADS_ENV] == "2"
+        clean_env.setenv("LOCAL_WORLD_SIZE", "2")
+        clean_env.delenv(runtime.THREADS_ENV)
+        args = build_parser().parse_args(["train", "--out-dir", "x"])
+        assert _configure_threads(args) == 2  # torchrun: 4 cores shared by 2 local processes
+    finally:
+        torch.set_num_threads(old)
