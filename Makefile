@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.goose-installed
 
-.PHONY: setup demo test test-fast browser-deps vendor bench clean-reports
+.PHONY: setup demo test test-fast lint lab browser-deps vendor bench clean-reports
 
 setup: $(STAMP) vendor
 
@@ -27,12 +27,20 @@ demo: setup
 browser-deps:
 	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
 
-# The whole suite, slower tiers (notebooks, multi-process, browser) included.
-test: setup browser-deps
+# Lint (the rules configured in pyproject.toml), then the whole suite, slower tiers (notebooks,
+# multi-process, browser) included.
+test: setup browser-deps lint
 	$(BIN)/python -m pytest -n 2 --dist loadgroup
+
+lint: $(STAMP)
+	$(BIN)/python -m ruff check .
 
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow and not browser"
+
+# JupyterLab on notebooks/ (localhost + token; works as root, e.g. in containers)
+lab: setup
+	$(BIN)/goose lab
 
 bench: setup
 	$(BIN)/python benchmarks/run_all.py

@@ -121,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = []
     for batch in args.batches:
         for ckpt in (False, True):
-            cfg = StudentConfig(checkpoint="none", decoder="fpn", frozen_layers=frozen, grad_checkpointing=ckpt,
+            cfg = StudentConfig(sam3_checkpoint="none", decoder="fpn", frozen_layers=frozen, grad_checkpointing=ckpt,
                                 decoder_channels=32 if args.tiny else 128)
             rows.append(measure(cfg, vc, batch, device, steps=args.steps, warmup=warmup))
             if device.type == "cuda":

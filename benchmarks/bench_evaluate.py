@@ -20,8 +20,9 @@ from _harness import Bench
 
 import goose_lib.data.dataset as ds
 from goose_lib.config import DataConfig
-from goose_lib.infer.evaluate import evaluate, load_model
+from goose_lib.infer.evaluate import evaluate
 from goose_lib.infer.tta import TTAConfig
+from goose_lib.models.checkpoint import load_student
 
 COUNTS: Counter[str] = Counter()
 
@@ -47,7 +48,8 @@ def main() -> int:
     decoder = sys.modules[ds.load_sample.__module__]
     decoder.read_image = _counting("image", decoder.read_image)
     decoder.read_label = _counting("label", decoder.read_label)
-    model, what = load_model("", device=args.device)
+    model = load_student("untrained", device=args.device)
+    what = model.description
     dataset = ds.GooseDataset(args.root, args.split, config=DataConfig(limit=args.limit))
     modes = {"single": TTAConfig(), "single+flip": TTAConfig(flip=True),
              "ms0.75-1": TTAConfig(mode="multiscale", scales=(0.75, 1.0))}

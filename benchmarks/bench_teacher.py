@@ -114,7 +114,8 @@ def main() -> int:
     configure_threads(args.threads or None)
     bench = Bench("teacher", args)
     os.environ.setdefault("GOOSE_SAM3_HOME", tempfile.mkdtemp(prefix="goose-bench-"))
-    from goose_lib.models.sam3 import ensure_tiny_checkpoint, load_tracker
+    from goose_lib.models.sam3 import load_tracker
+    from goose_lib.models.tiny import ensure_tiny_checkpoint
 
     ckpt = ensure_tiny_checkpoint()
     bench_boxes(load_tracker(ckpt), "embedded tiny", args.repeats, bench)

@@ -41,8 +41,9 @@ def main() -> int:
     from goose_lib.data.augment import TrainTransform
     from goose_lib.data.dataset import GooseDataset
     from goose_lib.models.student import param_groups
-    from goose_lib.train.loop import TrainConfig, make_state, train_step
+    from goose_lib.train.config import TrainConfig
     from goose_lib.train.sampling import DrawDataset, DrawSampler
+    from goose_lib.train.step import make_state, train_step
 
     cfg = TrainConfig(**({"batch_size": args.batch_size} if args.batch_size else {}))
     device = torch.device("cpu")

@@ -61,6 +61,7 @@ def main() -> int:
     ap.add_argument("--flip", action="store_true")
     ap.add_argument("--base", choices=["stretch", "native"], default="stretch")
     ap.add_argument("--window-batch", type=int, default=4)
+    ap.add_argument("--blend", choices=["flat", "gaussian"], default="flat", help="window averaging (multiscale)")
     ap.add_argument("--height", type=int, default=1024)
     ap.add_argument("--width", type=int, default=2048)
     ap.add_argument("--repeats", type=int, default=5)
@@ -74,7 +75,7 @@ def main() -> int:
     configs = {
         "single": TTAConfig(flip=args.flip),
         "multiscale": TTAConfig(mode="multiscale", scales=tuple(args.scales), flip=args.flip,
-                                base=args.base, window_batch=args.window_batch),
+                                base=args.base, window_batch=args.window_batch, blend=args.blend),
     }
     for cfg in configs.values():
         predict(model, image, cfg)  # warm-up at full size

@@ -14,6 +14,8 @@ import typing
 from collections.abc import Mapping
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
+import numpy as np
+
 T = TypeVar("T")
 
 
@@ -113,6 +115,30 @@ def validate_namespace(cls: type[T], namespace: Mapping[str, Any]) -> T:
     return validate(cls, {k: v for k, v in namespace.items() if k in names})
 
 
+def field_docs(cls: type) -> dict[str, str]:
+    """``{field name: its one-line comment}`` of a dataclass and its dataclass bases, read from the
+    ``name: type = default  # comment`` lines of their source (what CLI help and docs show, so
+    each description is written once, next to its default). Fields without a comment are absent."""
+    import inspect
+    import re
+
+    docs: dict[str, str] = {}
+    line_re = re.compile(r"^\s+(\w+)\s*:[^#]*?#\s*(.+?)\s*$")
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        try:
+            source = inspect.getsource(klass)
+        except (OSError, TypeError):
+            continue
+        names = {f.name for f in dataclasses.fields(klass)}
+        for line in source.splitlines():
+            m = line_re.match(line)
+            if m and m.group(1) in names:
+                docs[m.group(1)] = m.group(2)
+    return docs
+
+
 def parse_shard(text: str) -> tuple[int, int]:
     """``"i/n"`` (0 <= i < n) -> (i, n): the share of a cluster job array's task i of n."""
     try:
@@ -138,27 +164,89 @@ def to_dict(obj: Any) -> dict[str, Any]:
     return conv(obj)
 
 
-VoidProtocol = Literal["ignore_void", "void_as_class"]
+VoidProtocol = Literal["ignore_void_category", "ignore_class0", "void_as_class", "toolkit", "ignore_void"]
+# Old names still accepted, mapped to what they do (``EvalProtocol("ignore_void").void == "ignore_class0"``).
+PROTOCOL_ALIASES: dict[str, str] = {"ignore_void": "ignore_class0"}
+PROTOCOLS: tuple[str, ...] = ("ignore_void_category", "ignore_class0", "void_as_class", "toolkit")
 
 
 @dataclasses.dataclass(frozen=True)
 class EvalProtocol:
-    """How the challenge metric treats void.
+    """How the challenge metric treats void (the table in the README's "Evaluation protocol").
 
-    ``ignore_void``: ground-truth pixels of class 0 (undefined) are dropped before scoring;
-    class 0 is not scored. ``void_as_class``: class 0 is a class like any other (its category,
-    void, is still excluded from the category mIoU, which is over the 11 non-void categories).
+    - ``ignore_void_category`` (default): ground-truth pixels of every class of the void category
+      (``undefined``, ``ego_vehicle``, ``outlier``) are dropped and those classes get no IoU; the
+      category mIoU is over the 11 non-void categories, so both levels leave out the same pixels.
+    - ``ignore_class0`` (formerly ``ignore_void``): only class 0 (undefined) is dropped; the other
+      void classes are scored as classes, the void category is not.
+    - ``void_as_class``: nothing is dropped; class 0 is a class like any other (the void category
+      is still left out of the category mIoU).
+    - ``toolkit``: the dataset toolkit's scorer (``goose_dataset/image_processing/evaluation.py``):
+      nothing dropped, all 64 classes and all 12 categories scored, a class absent from both
+      prediction and label gets IoU 0 (torchmetrics' Jaccard index), the mean is over all of them;
+      ``Scores.filtered_miou`` is its "filtered" mean over classes with non-zero IoU.
     """
 
-    void: VoidProtocol = "ignore_void"
+    void: VoidProtocol = "ignore_void_category"
+
+    def __post_init__(self) -> None:
+        if self.void in PROTOCOL_ALIASES:
+            object.__setattr__(self, "void", PROTOCOL_ALIASES[self.void])
+        if self.void not in PROTOCOLS:
+            raise ValueError(f"unknown void protocol {self.void!r}; choose one of {list(PROTOCOLS)} "
+                             f"(old names: {PROTOCOL_ALIASES})")
+
+    def dropped_classes(self, ontology: Any) -> list[int]:
+        """Class ids whose ground-truth pixels the protocol drops before scoring (``ontology``: an
+        :class:`~goose_lib.ontology.Ontology`, for which classes form the void category)."""
+        if self.void == "ignore_class0":
+            return [0]
+        if self.void == "ignore_void_category":
+            from goose_lib.ontology import VOID_CATEGORY
+
+            void = list(ontology.categories).index(VOID_CATEGORY)
+            return [int(c) for c in np.flatnonzero(np.asarray(ontology.class_to_category) == void)]
+        return []
+
+    @property
+    def scores_void_category(self) -> bool:
+        """Whether the void category enters the category mIoU (only the toolkit's all-in scoring)."""
+        return self.void == "toolkit"
+
+    @property
+    def absent_iou(self) -> float:
+        """IoU of a class absent from prediction and label: NaN (left out of the means) or 0 (toolkit)."""
+        return 0.0 if self.void == "toolkit" else float("nan")
+
+
+# --- inputs: parameters that name files or folders (declared, for provenance) -------------------
+
+InputKind = Literal["data_root", "sam3_checkpoint", "checkpoint"]
+"""``data_root``: a dataset root or embedded dataset name; ``sam3_checkpoint``: SAM3 weights (a
+folder or embedded name); ``checkpoint``: a student checkpoint / run folder, or ``"untrained"``."""
+
+
+def input_param(kind: InputKind, default: str) -> Any:
+    """A dataclass field holding an input of ``kind`` (its default ``default``): declared so that
+    provenance fingerprints what a run read (:func:`declared_inputs`), never guessed from names."""
+    return dataclasses.field(default=default, metadata={"input": kind})
+
+
+def declared_inputs(cls: Any) -> dict[str, InputKind]:
+    """``{field name: kind}`` of the fields of dataclass ``cls`` declared with :func:`input_param`."""
+    return {f.name: f.metadata["input"] for f in dataclasses.fields(cls) if "input" in f.metadata}
+
+
+DEFAULT_CAMERAS: tuple[str, ...] = ("windshield_vis", "camera_left", "front", "realsense")
+"""Camera suffixes used by default (``windshield_nir`` is opt-in)."""
 
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
     """Where the data is and which samples of a split are used."""
 
-    root: str = "embedded"  # "embedded" -> the synthetic dataset written on first use
-    cameras: tuple[str, ...] = ("windshield_vis", "camera_left", "front", "realsense")
+    data_root: str = input_param("data_root", "embedded")  # a GOOSE root, or "embedded" (written on first use)
+    cameras: tuple[str, ...] = DEFAULT_CAMERAS
     exclude_scenarios: tuple[str, ...] = ()
     limit: int | None = None  # first N samples (sorted) of a split; None = all
     skip_bad: bool = False  # True: warn and count bad samples instead of raising

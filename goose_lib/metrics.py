@@ -11,31 +11,36 @@
    ``ontology.class_to_category``, never from a second pass) and the challenge composite
    ``(class mIoU + category mIoU) / 2``. All values are fractions in [0, 1], not percent.
 
-Void protocol (:class:`goose_lib.config.EvalProtocol`):
+Void protocols (:class:`goose_lib.config.EvalProtocol`; the table in the README):
 
-- ``"ignore_void"``: ground-truth pixels of class 0 (undefined) are dropped before scoring
-  (the row of class 0 is zeroed) and class 0 gets no IoU. A prediction of class 0 on a non-void
-  pixel still counts as a miss for that pixel's class.
-- ``"void_as_class"``: class 0 is scored like any other class.
+- ``"ignore_void_category"`` (default): ground-truth pixels of every void-category class
+  (undefined, ego_vehicle, outlier) are dropped (their rows zeroed) and those classes get no IoU;
+  the category mIoU is over the 11 non-void categories: both levels leave out the same pixels.
+- ``"ignore_class0"`` (old name ``"ignore_void"``): only class 0's rows are dropped; ego_vehicle
+  and outlier are scored as classes (IoU 0 whenever predicted on other pixels).
+- ``"void_as_class"``: nothing dropped; class 0 scored like any class.
+- ``"toolkit"``: the dataset toolkit's scorer: nothing dropped, every class and every category
+  (void included) scored, absent ones with IoU 0, means over all 64 / 12; ``filtered_miou`` is
+  its "filtered mean" over classes with non-zero IoU.
 
-In both protocols the void *category* is not scored (the category mIoU is over the 11 non-void
-categories), and a class (category) absent from both prediction and label after the protocol is
-applied has no IoU (NaN) and is left out of the means; :class:`Scores` lists them.
+A prediction of a dropped class on a kept pixel still counts as a miss for that pixel's class.
+Outside ``toolkit``, a class (category) absent from both prediction and label after the protocol
+is applied has no IoU (NaN) and is left out of the means; :class:`Scores` lists them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from goose_lib.config import EvalProtocol
+from goose_lib.config import PROTOCOLS, EvalProtocol
 from goose_lib.ontology import IGNORE_INDEX, Ontology
 
-DEFAULT_PROTOCOL = EvalProtocol()  # "ignore_void"
+DEFAULT_PROTOCOL = EvalProtocol()  # "ignore_void_category"
 _CHUNK = 1 << 18  # pixels per bincount chunk: keeps the uint16 index array in L2 cache
 
 
@@ -167,6 +172,7 @@ class ConfusionMatrix:
         lab = _as_numpy_int(label, "label", prefix).reshape(-1)
         if p.size and int(p.max()) >= k:
             raise MetricError(f"{prefix}prediction holds id {int(p.max())}, outside 0..{k - 1}")
+        # read-only inputs (decoded PNGs) are fine: every path builds its own index array
         return COUNTERS[pick_counter(k)](np.ascontiguousarray(p), np.ascontiguousarray(lab), k)
 
     def _bincount_torch(self, pred: Any, label: Any, prefix: str) -> np.ndarray:
@@ -204,8 +210,9 @@ class Scores:
 
     ``class_iou``: (K,) float64; ``support``: (K,) int64 ground-truth pixels per class after the
     protocol; ``category_iou``: {category name: IoU} for the non-void categories;
-    ``excluded_classes``: class ids without an IoU (absent from prediction and label, or class 0
-    under ``ignore_void``); ``excluded_categories``: non-void categories absent from both.
+    ``excluded_classes``: class ids without an IoU (absent from prediction and label, or dropped by
+    the protocol); ``excluded_categories``: scored categories absent from both; ``filtered_miou``:
+    the mean class IoU over classes with a non-zero IoU (the toolkit's "filtered mean").
     """
 
     class_iou: np.ndarray
@@ -217,15 +224,17 @@ class Scores:
     excluded_categories: list[str]
     protocol: str
     support: np.ndarray = field(repr=False)
+    filtered_miou: float = float("nan")
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: NaN -> None; keys miou, category_miou, composite, class_iou (list of K),
+        """JSON-ready: NaN -> None; keys miou, category_miou, filtered_miou, composite, class_iou (list of K),
         category_iou, protocol, excluded_classes, excluded_categories, support."""
         def f(v: float) -> float | None:
             return None if np.isnan(v) else float(v)
 
         return {
             "miou": f(self.miou), "category_miou": f(self.category_miou),
+            "filtered_miou": f(self.filtered_miou),
             "composite": f(self.composite),
             "class_iou": [f(v) for v in self.class_iou],
             "category_iou": {k: f(v) for k, v in self.category_iou.items()},
@@ -248,13 +257,18 @@ def _nanmean(x: np.ndarray) -> float:
     return float(np.nan) if np.all(np.isnan(x)) else float(np.nanmean(x))
 
 
-def apply_protocol(counts: np.ndarray, protocol: EvalProtocol = DEFAULT_PROTOCOL) -> np.ndarray:
-    """The confusion matrix the protocol scores (``ignore_void`` zeroes ground-truth row 0)."""
+def apply_protocol(counts: np.ndarray, protocol: EvalProtocol = DEFAULT_PROTOCOL,
+                   ontology: Ontology | None = None) -> np.ndarray:
+    """The confusion matrix the protocol scores: the ground-truth rows of the classes it drops
+    (:meth:`EvalProtocol.dropped_classes`) zeroed. ``ontology`` defaults to the packaged table."""
     out = np.array(counts, dtype=np.int64, copy=True)
-    if protocol.void == "ignore_void":
-        out[0, :] = 0
-    elif protocol.void != "void_as_class":
+    if protocol.void not in PROTOCOLS:
         raise ValueError(f"unknown void protocol {protocol.void!r}")
+    dropped = protocol.dropped_classes(ontology or Ontology.load())
+    if dropped and max(dropped) >= out.shape[0]:
+        raise MetricError(f"confusion matrix has {out.shape[0]} classes, but protocol {protocol.void!r} drops "
+                          f"class ids {dropped}: pass the ontology the matrix was counted with")
+    out[dropped, :] = 0
     return out
 
 
@@ -275,13 +289,15 @@ def compute_scores(counts: np.ndarray, ontology: Ontology | None = None,
     ``ontology`` defaults to the packaged GOOSE table. See the module docstring for the protocol.
     """
     ontology = ontology or Ontology.load()
-    c = apply_protocol(np.asarray(counts), protocol)
+    c = apply_protocol(np.asarray(counts), protocol, ontology)
     class_iou = _iou(c)
-    if protocol.void == "ignore_void":
-        class_iou[0] = np.nan
+    class_iou[protocol.dropped_classes(ontology)] = np.nan
     cat_iou_all = _iou(category_counts(c, ontology))
-    evaluated = ontology.evaluated_categories
-    cat_iou = {ontology.categories[g]: float(cat_iou_all[g]) for g in evaluated}
+    scored = list(range(ontology.num_categories)) if protocol.scores_void_category else ontology.evaluated_categories
+    if not np.isnan(protocol.absent_iou):  # toolkit: absent classes / categories score 0
+        class_iou = np.nan_to_num(class_iou, nan=protocol.absent_iou)
+        cat_iou_all = np.nan_to_num(cat_iou_all, nan=protocol.absent_iou)
+    cat_iou = {ontology.categories[g]: float(cat_iou_all[g]) for g in scored}
     miou = _nanmean(class_iou)
     cmiou = _nanmean(np.array(list(cat_iou.values())))
     return Scores(
@@ -290,7 +306,14 @@ def compute_scores(counts: np.ndarray, ontology: Ontology | None = None,
         excluded_classes=np.flatnonzero(np.isnan(class_iou)).tolist(),
         excluded_categories=[n for n, v in cat_iou.items() if np.isnan(v)],
         protocol=protocol.void, support=c.sum(axis=1),
+        filtered_miou=_nanmean(np.where(class_iou > 0, class_iou, np.nan)),
     )
+
+
+def compute_all_protocols(counts: np.ndarray, ontology: Ontology | None = None) -> dict[str, Scores]:
+    """{protocol name: Scores} of one confusion matrix under every protocol (``goose score --protocol all``)."""
+    ontology = ontology or Ontology.load()
+    return {name: compute_scores(counts, ontology, EvalProtocol(name)) for name in PROTOCOLS}
 
 
 def score_maps(pred: Any, label: Any, ontology: Ontology | None = None,
@@ -300,3 +323,17 @@ def score_maps(pred: Any, label: Any, ontology: Ontology | None = None,
     cm = ConfusionMatrix(ontology.num_classes)
     cm.update(pred, label)
     return compute_scores(cm.counts, ontology, protocol)
+
+
+def format_scores(scores: Mapping[str, Mapping[str, Any]]) -> str:
+    """A text table of ``{name: Scores.to_dict()}``: mIoU, filtered mIoU (over non-zero class IoUs),
+    category mIoU and composite in percent."""
+    def pct(v: float | None) -> str:
+        return "   -  " if v is None else f"{100 * v:6.2f}"
+
+    lines = [f"{'':24s} {'mIoU':>6s} {'filt.':>6s} {'catIoU':>6s} {'comp.':>6s}"]
+    for name, d in scores.items():
+        lines.append(f"{name:24s} {pct(d['miou'])} {pct(d.get('filtered_miou'))} {pct(d['category_miou'])} "
+                     f"{pct(d['composite'])}  "
+                     f"(protocol {d['protocol']}, {len(d['excluded_classes'])} classes not scored)")
+    return "\n".join(lines)

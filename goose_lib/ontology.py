@@ -103,6 +103,12 @@ class Ontology:
         return len(self.categories)
 
     @property
+    def instance_classes(self) -> frozenset[int]:
+        """Ids of the classes whose ``has_instance`` is set in the class table: only their pixels'
+        instance ids mean objects; every other class is boxed by connected components."""
+        return frozenset(c.id for c in self.classes if c.has_instance)
+
+    @property
     def names(self) -> list[str]:
         return [c.name for c in self.classes]
 

@@ -1,7 +1,9 @@
-"""Where the embedded defaults live, and the one place that resolves the sentinel "embedded".
+"""Ground-floor locations: the home of the embedded defaults, the source checkout, the device.
 
 ``GOOSE_SAM3_HOME`` overrides the default home (``~/.cache/goose-sam3``). Nothing is written
-on import; the ``ensure_*`` functions create the embedded dataset / checkpoint on first use.
+on import. The value ``"embedded"`` (:data:`EMBEDDED`) is resolved one floor up, once per kind:
+data roots by :func:`goose_lib.data.embedded.resolve_data_root`, SAM3 checkpoints by
+:func:`goose_lib.models.embedded.resolve_sam3_checkpoint`.
 """
 
 from __future__ import annotations
@@ -9,7 +11,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-EMBEDDED = "embedded"
+EMBEDDED = "embedded"  # a data root / SAM3 checkpoint value: the embedded default of that kind
+UNTRAINED = "untrained"  # a student checkpoint value: an untrained student (a reference point, not a result)
 
 
 def home() -> Path:
@@ -21,30 +24,6 @@ def home() -> Path:
 def repo_root() -> Path:
     """The source checkout (for notebooks/, ablations/, reports/ defaults)."""
     return Path(__file__).resolve().parent.parent
-
-
-def resolve_data_root(value: str | os.PathLike) -> Path:
-    """``"embedded"`` -> the embedded synthetic dataset (written on first use); else the path."""
-    if str(value) == EMBEDDED:
-        from goose_lib.data.synthetic import ensure_embedded_dataset
-
-        return ensure_embedded_dataset()
-    path = Path(value).expanduser()
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: data root does not exist")
-    return path
-
-
-def resolve_checkpoint(value: str | os.PathLike) -> Path:
-    """``"embedded"`` -> the tiny random SAM3 checkpoint (written on first use); else the path."""
-    if str(value) == EMBEDDED:
-        from goose_lib.models.sam3 import ensure_tiny_checkpoint
-
-        return ensure_tiny_checkpoint()
-    path = Path(value).expanduser()
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: SAM3 checkpoint folder does not exist")
-    return path
 
 
 def resolve_device(device: str = "auto") -> str:

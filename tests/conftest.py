@@ -46,7 +46,7 @@ def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_checkpoint(goose_home: Path) -> Path:
     """The embedded tiny random SAM3 checkpoint (facebook/sam3 key layout)."""
-    from goose_lib.models.sam3 import ensure_tiny_checkpoint
+    from goose_lib.models.tiny import ensure_tiny_checkpoint
 
     return ensure_tiny_checkpoint()
 

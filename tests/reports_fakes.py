@@ -18,6 +18,7 @@ fail = False  # raise in the body (a failing variant)
 block_file = ""  # while this file exists, sleep (a run to kill mid-way)
 log_file = ""  # append this run's folder name here (counts executions)
 checkpoint = ""  # an upstream run's checkpoint folder (reads weights.txt)
+seed = 0  # a seeded step sets it per run (recorded in provenance)
 """
 
 BODY = [

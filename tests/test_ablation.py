@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from reports_fakes import write_notebook, write_spec
 
-from goose_lib.reports.ablation import parse_shard, run_ablation, select_runs
+from goose_lib.config import parse_shard
+from goose_lib.reports.ablation import run_ablation, select_runs
 from goose_lib.reports.execute import RunSpecError, read_record
 from goose_lib.reports.spec import Run, load_spec, resolve_params
 
@@ -39,7 +40,7 @@ def _spec(tmp_path: Path, text: str) -> Path:
     (SPEC_HEAD + "    after: [b]\n  b:\n    notebook: fake.ipynb\n    after: [a]\n", r"dependency cycle"),
     (SPEC_HEAD + "    grid: {alpha: [1, 2]}\n  b:\n    notebook: fake.ipynb\n"
      "    params: {checkpoint: '${a.checkpoint}'}\n", r"must name one run"),
-    (SPEC_HEAD + "index: {baseline: nobody}\n", r"index: unknown run 'nobody'"),
+    (SPEC_HEAD + "index: {baseline: nobody}\n", r"index.baseline: unknown run or step 'nobody'"),
     ("stepz: {}\n", r"needs a non-empty 'steps'"),
 ])
 def test_bad_specs_are_rejected_before_anything_runs(tmp_path: Path, text: str, message: str) -> None:
@@ -183,3 +184,51 @@ def test_a_run_whose_upstream_is_elsewhere_and_incomplete_is_blocked(tmp_path: P
     res = run_ablation(spec, tmp_path / "reports", stage=1, progress=False, registry={}, index=False)
     assert res["b"]["outcome"] == "blocked" and "upstream run a is not complete" in res["b"]["error"]
     assert not (tmp_path / "reports" / "b").exists()  # nothing ran, nothing written
+
+
+@pytest.mark.slow
+def test_a_killed_training_inside_an_ablation_resumes_from_its_checkpoint(tmp_path: Path, tiny_root: Path) -> None:
+    """Preemption: kill -9 the runner (and its kernel) mid-training; the next invocation resumes
+    the training from its last checkpoint (not from step 0) and ends with the weights of an
+    uninterrupted run."""
+    from safetensors.torch import load_file
+
+    from goose_lib.models.tiny import build_tiny_checkpoint
+
+    small = build_tiny_checkpoint(tmp_path / "sam3_112", image_size=112)
+    spec = tmp_path / "train.yaml"
+    spec.write_text(
+        "steps:\n  train:\n    notebook: 03_training\n    params:\n"
+        f"      data_root: {tiny_root}\n      sam3_checkpoint: {small}\n      decoder_channels: 16\n"
+        "      batch_size: 2\n      steps: 60\n      checkpoint_interval: 5\n      val_interval: 0\n"
+        "      train_limit: 4\n      val_limit: 2\n      warmup_steps: 2\n      progress: false\n")
+    reports = tmp_path / "reports"
+    first = _runner(spec, reports)
+    latest = reports / "train" / "training" / "latest.json"
+    deadline = time.time() + 240
+    while not latest.exists():
+        assert first.poll() is None and time.time() < deadline, first.communicate()[0]
+        time.sleep(0.05)
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    killed_at = json.loads(latest.read_text())["step"]
+    assert 0 < killed_at < 60 and read_record(reports / "train") is None
+    second = _runner(spec, reports)
+    out = second.communicate(timeout=600)[0]
+    assert second.returncode == 0, out
+    m = json.loads((reports / "train" / "metrics.json").read_text())
+    assert m["resumed_from"] is not None and m["resumed_from"] >= killed_at and m["steps"] == 60
+    assert any(f"(step {m['resumed_from']})" in n and n.startswith("resumed from") for n in m["notes"])
+    clean = _runner(spec, tmp_path / "clean")
+    assert clean.communicate(timeout=600)[0] is not None and clean.returncode == 0
+    a = load_file(str(reports / "train" / m["checkpoint"] / "model.safetensors"))
+    mc = json.loads((tmp_path / "clean" / "train" / "metrics.json").read_text())
+    assert mc["resumed_from"] is None
+    b = load_file(str(tmp_path / "clean" / "train" / mc["checkpoint"] / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch_equal(a[k], b[k]) for k in a)
+
+
+def torch_equal(x, y) -> bool:
+    import torch
+
+    return bool(torch.equal(x, y))

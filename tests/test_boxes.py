@@ -146,3 +146,22 @@ def test_bad_input_names_the_problem() -> None:
         boxes_from_labels(np.zeros((4, 4), np.uint8), np.zeros((5, 4), np.int32))
     with pytest.raises(ValueError, match="min_area"):
         BoxParams(min_area=0)
+
+
+def test_instance_ids_count_only_on_has_instance_classes() -> None:
+    lab = np.full((20, 30), 50, np.uint8)  # a stuff class
+    inst = np.zeros((20, 30), np.int32)
+    lab[2:6, 2:6] = 12
+    lab[10:14, 20:26] = 12
+    inst[lab == 12] = 1  # a thing (12) in two pieces: one instance box
+    inst[15:20, 0:30] = 5  # an id painted over part of the stuff class 50
+    bs = boxes_from_labels(lab, inst, instance_classes={12})
+    assert (12, "instance", 2.0, 2.0, 26.0, 14.0) in _as_set(bs)
+    assert [s for c, s in zip(bs.classes, bs.sources) if c == 50] == ["component"]  # the id on 50 is ignored
+    assert (50, "component", 0.0, 0.0, 30.0, 20.0) in _as_set(bs)
+    # the same maps without the class table: every class's ids count (50 splits into id 5 + the rest)
+    legacy = boxes_from_labels(lab, inst)
+    assert (50, "instance", 0.0, 15.0, 30.0, 20.0) in _as_set(legacy)
+    # a has_instance class without its ids set falls back to components
+    only50 = boxes_from_labels(lab, inst, instance_classes={50})
+    assert sorted(s for c, s in zip(only50.classes, only50.sources) if c == 12) == ["component", "component"]

@@ -88,3 +88,39 @@ def test_paper_spec_is_valid_when_the_notebooks_exist() -> None:
             pytest.skip(f"a notebook of the paper ablation is not written yet: {exc}")
         raise
     assert spec.baseline and next(iter(spec.compare)) == "baseline" and len(spec.compare) == 4
+
+
+def test_leaderboard_spec_is_valid_and_shares_the_paper_runs() -> None:
+    """ablations/leaderboard.yaml validates (names, types, references) and its paper-pipeline runs are
+    paper.yaml's own (same names, notebooks and parameters: up to date after `goose demo`)."""
+    from goose_lib.paths import repo_root
+    from goose_lib.reports.spec import load_spec
+
+    lb = load_spec(repo_root() / "ablations" / "leaderboard.yaml")
+    paper = {r.name: r for r in load_spec(repo_root() / "ablations" / "paper.yaml").runs}
+    runs = {r.name: r for r in lb.runs}
+    shared = {n for n in paper if n.split("-seed=")[0] in ("train_aggressive", "teacher", "train_distill", "evaluate")}
+    assert len(shared) == 12 and shared <= set(runs)
+    for name in shared:
+        assert (runs[name].notebook, runs[name].params) == (paper[name].notebook, paper[name].params)
+    techniques = {"category", "ensemble3", "copy_paste", "repeat", "ema", "gauss4flip", "ohem", "balanced",
+                  "layer_decay", "all"}
+    assert {r.step.removeprefix("eval_") for r in lb.runs if r.step.startswith("eval_")} == techniques
+    assert all(runs[f"eval_{t}-seed={k}"].seed == k for t in techniques for k in (0, 1, 2))
+    assert lb.baseline == "paper" and set(lb.compare) == {"paper", "all"} | {f"+{t}" for t in techniques - {"all"}}
+    assert runs["eval_ensemble3-seed=1"].deps == ("train_ensemble3-seed=1",)  # same-seed upstream
+
+
+def test_lab_command_is_local_tokened_and_runs_as_root(tmp_path: Path, monkeypatch, capsys) -> None:
+    from goose_lib.reports.lab import lab_command
+
+    argv, token = lab_command(tmp_path, port=9999)
+    assert "--allow-root" in argv and "--ip=127.0.0.1" in argv and "--port=9999" in argv
+    assert f"--IdentityProvider.token={token}" in argv and len(token) >= 32
+    assert f"--ServerApp.root_dir={tmp_path}" in argv
+    # `goose lab` runs exactly that command (the browser tier starts its server with lab_command too)
+    seen = {}
+    monkeypatch.setattr("subprocess.call", lambda a: seen.setdefault("argv", a) and 0)
+    assert main(["lab", "--dir", str(tmp_path), "--port", "9998"]) == 0
+    assert seen["argv"][:3] == argv[:3] and "--port=9998" in seen["argv"]
+    assert "http://127.0.0.1:9998/lab?token=" in capsys.readouterr().err

@@ -11,9 +11,9 @@ import torch
 from PIL import Image
 
 from goose_lib.config import DataConfig
-from goose_lib.data.dataset import (
+from goose_lib.data.dataset import GooseDataset
+from goose_lib.data.decode import (
     DataError,
-    GooseDataset,
     check_root,
     load_sample,
     read_image,
@@ -188,3 +188,26 @@ def test_check_root_names_every_problem_file(root: Path) -> None:
     assert starts == sorted(map(str, [tr[0].image, tr[1].labelids, tr[2].labelids, tr[3].image, va[0].labelids]))
     n, only_val = check_root(root, ["val"], progress=False)
     assert n == 3 and len(only_val) == 1 and "label without an image" in only_val[0]
+
+
+def test_check_root_reports_instance_anomalies(root: Path) -> None:
+    from goose_lib.ontology import Ontology
+
+    ont = Ontology.load(root)
+    s = _first(root)
+    label = read_label(s.labelids)
+    inst = read_instances(s.instanceids)
+    sky, car = ont.index("sky"), ont.index("car")
+    assert sky not in ont.instance_classes and car in ont.instance_classes
+    assert (label == sky).any()
+    inst[label == sky] = 7  # ids on a class without instances
+    label[:2, :2], inst[:2, :2] = car, 60000  # id 60000 (unused): a few car pixels ...
+    label[2:4, :2], inst[2:4, :2] = ont.index("truck"), 60000  # ... and a few truck pixels
+    Image.fromarray(inst.astype(np.uint16)).save(s.instanceids)
+    Image.fromarray(label).save(s.labelids)
+    _, problems = check_root(root, ["train"], progress=False)
+    mine = [p for p in problems if p.startswith(str(s.instanceids))]
+    assert len(mine) == 2, problems
+    assert "instance ids on classes without instances" in mine[0] and f"sky ({sky})" in mine[0]
+    assert "1 instance id(s) span several classes" in mine[1] and "id 60000: car/truck" in mine[1]
+    assert len(problems) == 2  # the untouched synthetic samples are clean

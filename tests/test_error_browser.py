@@ -66,3 +66,17 @@ def test_browser_needs_kept_predictions(evaluated: tuple, tiny_root: Path) -> No
     other = GooseDataset(tiny_root, "train", config=DataConfig(limit=2))
     with pytest.raises(ValueError, match="not in the dataset"):
         EvalErrorBrowser(res, other)
+
+
+def test_browser_opens_the_current_image_in_the_mask_lab(evaluated: tuple) -> None:
+    from test_mask_lab import StubTeacher
+
+    res, data = evaluated
+    b = EvalErrorBrowser(res, data, max_side=300)
+    b.mode.value = "ms"
+    c = [v for _, v in b.klass.options][-1]
+    b.klass.value = c  # rebuilds the browser on the images with class c
+    b.browser.index.value = len(b.keys) - 1
+    lab = b.mask_lab(StubTeacher(10.0), oracle=False)
+    assert lab.key() == b.keys[-1] and lab.index.value == len(b.keys) - 1 and lab.klass.value == c
+    np.testing.assert_array_equal(lab.prediction(), res.predictions["ms"][lab.key()])  # the mode's prediction

@@ -12,9 +12,10 @@ from infer_fakes import ColourModel
 
 from goose_lib.config import DataConfig, EvalProtocol
 from goose_lib.data.dataset import GooseDataset
-from goose_lib.infer.evaluate import boundary_distance, evaluate, load_model
+from goose_lib.infer.evaluate import boundary_distance, evaluate
 from goose_lib.infer.tta import TTAConfig, count_windows, predict
 from goose_lib.metrics import ConfusionMatrix, compute_scores
+from goose_lib.models.checkpoint import load_student
 
 MODES = {"single": TTAConfig(), "ms": TTAConfig(mode="multiscale", scales=(0.75, 1.25), flip=True)}
 
@@ -98,8 +99,8 @@ def test_unlabelled_item_is_an_error(tiny_root: Path) -> None:
 
 
 def test_real_tiny_student_single_equals_multiscale_one(tiny_root: Path, tiny_checkpoint: Path) -> None:
-    model, what = load_model("", device="cpu")
-    assert "UNTRAINED" in what and model.num_classes == 64
+    model = load_student("untrained", device="cpu")
+    assert "UNTRAINED" in model.description and model.num_classes == 64
     data = GooseDataset(tiny_root, "val", config=DataConfig(limit=1))
     res = evaluate(model, data, {"a": TTAConfig(), "b": TTAConfig(mode="multiscale", scales=(1.0,))},
                    keep_predictions=True, progress=False)

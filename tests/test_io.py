@@ -60,9 +60,8 @@ def test_atomic_dir_replaces_whole_folder_or_nothing(tmp_path: Path) -> None:
     with io.atomic_dir(target) as tmp:
         (tmp / "b.txt").write_text("2")
     assert sorted(p.name for p in target.iterdir()) == ["b.txt"]  # replaced, not merged
-    with pytest.raises(RuntimeError):
-        with io.atomic_dir(target) as tmp:
-            (tmp / "c.txt").write_text("3")
-            raise RuntimeError("interrupted")
+    with pytest.raises(RuntimeError), io.atomic_dir(target) as tmp:
+        (tmp / "c.txt").write_text("3")
+        raise RuntimeError("interrupted")
     assert sorted(p.name for p in target.iterdir()) == ["b.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]  # no temporary folders left

@@ -246,3 +246,64 @@ def test_counts_do_not_depend_on_torch_threads_and_restore_them(threads: int) ->
 def test_pick_counter_by_index_width() -> None:
     assert pick_counter(64) == "torch_serial" and pick_counter(128) == "torch_serial"
     assert pick_counter(129) == "numpy" and pick_counter(255) == "numpy"
+
+# --- protocols (issue 13): toolkit, ignore_void_category, the old name ------------------------------
+
+def test_old_protocol_name_maps_to_what_it_does() -> None:
+    assert EvalProtocol("ignore_void").void == "ignore_class0"
+    assert EvalProtocol("ignore_void") == EvalProtocol("ignore_class0")
+    assert EvalProtocol().void == "ignore_void_category"
+    with pytest.raises(ValueError, match="unknown void protocol"):
+        EvalProtocol("drop")  # type: ignore[arg-type]
+
+
+def test_toolkit_protocol_matches_torchmetrics_and_the_toolkits_filtered_mean(onto: Ontology) -> None:
+    """The dataset toolkit: torchmetrics' Jaccard index over all 64 classes, no ignore index,
+    absent classes 0; "Mean" over all 64, "Filtered Mean" over the non-zero IoUs."""
+    rng = np.random.default_rng(7)
+    label = rng.integers(0, 40, (41, 57)).astype(np.uint8)  # classes 40..63 absent from the label
+    pred = np.where(rng.random(label.shape) < 0.5, label, rng.integers(0, 50, label.shape)).astype(np.uint8)
+    m = MulticlassJaccardIndex(num_classes=64, average=None, zero_division=0)
+    m.update(torch.from_numpy(pred.astype(np.int64)), torch.from_numpy(label.astype(np.int64)))
+    ref = m.compute().double()
+    s = score_maps(pred, label, onto, EvalProtocol("toolkit"))
+    np.testing.assert_allclose(s.class_iou, ref.numpy(), rtol=1e-6)
+    assert (s.class_iou[50:] == 0).all() and s.excluded_classes == []
+    assert s.miou == pytest.approx(float(ref.mean()))
+    assert s.filtered_miou == pytest.approx(float(ref[torch.nonzero(ref)].mean()))
+    assert len(s.category_iou) == 12 and "void" in s.category_iou  # every category, void included
+
+
+def test_ignore_void_category_drops_every_void_class(onto: Ontology) -> None:
+    void = [c for c in range(64) if onto.classes[c].category == "void"]
+    assert void == [0, 8, 56]
+    label = np.array([[0, 8, 56, 1, 1, 2]], dtype=np.uint8)
+    pred = np.array([[1, 1, 8, 1, 8, 2]], dtype=np.uint8)
+    s = score_maps(pred, label, onto, EvalProtocol("ignore_void_category"))
+    # GT void pixels gone: class 1 = 1 tp / (2 GT + 0 FP) ... pixel 4 predicted 8 on GT 1 is a miss
+    assert s.class_iou[1] == pytest.approx(1 / 2) and s.class_iou[2] == 1.0
+    assert all(np.isnan(s.class_iou[c]) for c in void) and set(void) <= set(s.excluded_classes)
+    np.testing.assert_array_equal(s.support[void], 0)
+    # equal to dropping those pixels by hand (label -> 255) and scoring with void_as_class
+    dropped = np.where(np.isin(label, void), 255, label).astype(np.uint8)
+    ref = score_maps(pred, dropped, onto, VOID_AS_CLASS)
+    keep = [c for c in range(64) if c not in void]
+    np.testing.assert_array_equal(s.class_iou[keep], ref.class_iou[keep])
+    assert s.to_dict()["category_iou"] == ref.to_dict()["category_iou"]
+    # the class-0-only variant still scores ego_vehicle (8): predicted on a non-void pixel -> IoU 0
+    c0 = score_maps(pred, label, onto, EvalProtocol("ignore_class0"))
+    assert c0.class_iou[8] == 0.0 and np.isnan(c0.class_iou[0]) and c0.miou < s.miou
+
+
+def test_all_protocols_side_by_side(onto: Ontology) -> None:
+    from goose_lib.config import PROTOCOLS
+    from goose_lib.metrics import compute_all_protocols
+
+    rng = np.random.default_rng(8)
+    pred, label = _random_pair(rng)
+    cm = ConfusionMatrix(64)
+    cm.update(pred, label)
+    every = compute_all_protocols(cm.counts, onto)
+    assert list(every) == list(PROTOCOLS)
+    for name, s in every.items():
+        assert s.to_dict() == compute_scores(cm.counts, onto, EvalProtocol(name)).to_dict()

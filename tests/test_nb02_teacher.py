@@ -40,14 +40,19 @@ def test_params_map_onto_the_library_configs() -> None:
 def _table() -> pd.DataFrame:
     return pd.DataFrame({"name": ["sky", "car", "rock"], "teacher_iou": [0.9, 0.5, 0.4],
                          "student_iou": [0.5, 0.45, 0.6], "gain": [0.4, 0.05, -0.2],
+                         "distill_gain": [-0.01, 0.02, 0.03],
                          "support_pixels": [1000, 50, 800], "support_images": [3, 1, 2]},
                         index=pd.Index([53, 12, 40], name="class_id"))
 
 
 def test_class_picker_driven_from_python(tmp_path) -> None:
-    from goose_lib.teacher.selection import ClassPicker, SelectionRule, load_selection
+    from goose_lib.teacher.config import SelectionRule
+    from goose_lib.teacher.selection import load_selection
+    from goose_lib.viz.teacher import ClassPicker
 
-    picker = ClassPicker(_table(), SelectionRule(margin=0.0, min_pixels=100))
+    default = ClassPicker(_table(), SelectionRule(min_pixels=100))  # criterion "distill": what distilling changes
+    assert default.classes == [40] and "distill_gain +0.030" in default.choice.options[2][0]
+    picker = ClassPicker(_table(), SelectionRule(criterion="box", margin=0.0, min_pixels=100))
     assert picker.classes == [53]  # car lacks support, rock loses
     picker.min_pixels.value = 10
     assert picker.classes == [53, 12]
@@ -76,11 +81,11 @@ def test_notebook_runs_on_tiny_data(tiny_root, tmp_path, monkeypatch) -> None:
     )
     m = json.loads((tmp_path / "metrics.json").read_text())
     selection = json.loads((tmp_path / "out" / "selection.json").read_text())
-    assert m["selection_file"] == str((tmp_path / "out" / "selection.json").resolve())
+    assert m["selection_file"] == "out/selection.json"  # relative to the run folder: the folder can move
     assert m["selected_classes"] == selection["classes"]
     table = pd.read_csv(tmp_path / "out" / "teacher_comparison.csv", index_col=0)
     # margin -1 and min_pixels 1: every compared class with support and an IoU pair is selected
-    expected = table[(table["support_pixels"] >= 1) & table["gain"].notna() & (table.index != 0)]
+    expected = table[(table["support_pixels"] >= 1) & table["distill_gain"].notna() & (table.index != 0)]
     assert sorted(m["selected_classes"]) == sorted(expected.index.tolist()) and m["selected_classes"]
     assert m["teacher_miou"] == pytest.approx(np.nanmean(table["teacher_iou"]))
     assert m["student_miou"] == pytest.approx(np.nanmean(table["student_iou"]))
@@ -91,3 +96,15 @@ def test_notebook_runs_on_tiny_data(tiny_root, tmp_path, monkeypatch) -> None:
 
     load_tracker(m["teacher_checkpoint"])  # the adapted teacher loads strictly
     assert len(m["teacher_class_iou"]) == 64
+    # the mask lab section: oracle-box masks accepted, exported, read back as a teacher cache
+    from goose_lib.teacher.cache import item_path, read_item
+    from goose_lib.teacher.curated import curated_keys, read_curated_item
+
+    assert m["mask_lab_export"] == "out/mask_lab"  # relative to the run folder, like selection_file
+    export = tmp_path / m["mask_lab_export"]
+    keys = curated_keys(export)
+    assert keys and list((tmp_path / "out").glob("mask_lab_*.png"))
+    got = read_curated_item(export, keys[0])
+    assert len(got["boxes"]) and set(got["boxes"].classes.tolist()) <= set(m["compared_classes"])
+    cached = read_item(item_path(m["mask_lab_cache"], keys[0]))
+    np.testing.assert_array_equal(cached["teacher_cls"], got["teacher_cls"])

@@ -20,8 +20,8 @@ NOTEBOOK = repo_root() / "notebooks" / "03_training.ipynb"
 def test_notebook_runs_with_papermill_and_records_its_results(tiny_root, tmp_path) -> None:
     import papermill as pm
 
-    from goose_lib.models.sam3 import build_tiny_checkpoint
-    from goose_lib.train import checkpoint as ckpt
+    from goose_lib.models import checkpoint as ckpt
+    from goose_lib.models.tiny import build_tiny_checkpoint
 
     small = build_tiny_checkpoint(tmp_path / "sam3_112", image_size=112)
     run = tmp_path / "run"
@@ -38,8 +38,9 @@ def test_notebook_runs_with_papermill_and_records_its_results(tiny_root, tmp_pat
     assert metrics["steps"] == 3
     # distill_mode "soft" without classes: trained without distillation, and said so
     assert any("WITHOUT distillation" in n for n in metrics["notes"])
-    final = Path(metrics["checkpoint"])
-    assert final.name == "step_0000003" and final.is_relative_to(run)
+    assert not Path(metrics["checkpoint"]).is_absolute()  # recorded relative to the run folder
+    final = (run / metrics["checkpoint"]).resolve()
+    assert final.name == "step_0000003" and final.is_relative_to(run.resolve())
     saved = ckpt.load_run(final)
     assert saved["val"]["composite"] == pytest.approx(metrics["composite"])
     assert (run / "training" / "metrics.jsonl").is_file()

@@ -139,7 +139,8 @@ def test_collect_class_crops_per_class_limit() -> None:
 
 
 def test_dataset_class_crops_on_synthetic(tiny_root) -> None:
-    from goose_lib.data.dataset import GooseDataset, read_label
+    from goose_lib.data.dataset import GooseDataset
+    from goose_lib.data.decode import read_label
 
     ds = GooseDataset(tiny_root, "val")
     counts = np.zeros(64, np.int64)

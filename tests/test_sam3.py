@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from goose_lib.models import sam3
+from goose_lib.models import sam3, tiny
 from goose_lib.models.sam3 import CheckpointError
 
 VE = "detector_model.vision_encoder."
@@ -63,25 +63,25 @@ def test_tiny_checkpoint_is_in_facebook_layout_and_loads_with_no_missing_keys(ti
 
 def test_tiny_build_is_deterministic_and_seeded(tmp_path: Path, tiny_checkpoint: Path) -> None:
     rng_before = torch.random.get_rng_state()
-    a = sam3.build_tiny_checkpoint(tmp_path / "a", seed=0)
-    b = sam3.build_tiny_checkpoint(tmp_path / "b", seed=1)
+    a = tiny.build_tiny_checkpoint(tmp_path / "a", seed=0)
+    b = tiny.build_tiny_checkpoint(tmp_path / "b", seed=1)
     assert torch.equal(rng_before, torch.random.get_rng_state())  # global RNG untouched
     assert sam3.checkpoint_fingerprint(a) == sam3.checkpoint_fingerprint(tiny_checkpoint)
     assert sam3.checkpoint_fingerprint(b) != sam3.checkpoint_fingerprint(a)
     with pytest.raises(FileExistsError, match=str(a)):
-        sam3.build_tiny_checkpoint(a)
+        tiny.build_tiny_checkpoint(a)
 
 
 def test_ensure_tiny_checkpoint_concurrent_callers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GOOSE_SAM3_HOME", str(tmp_path / "home"))
     results: list[Path] = []
-    threads = [threading.Thread(target=lambda: results.append(sam3.ensure_tiny_checkpoint())) for _ in range(3)]
+    threads = [threading.Thread(target=lambda: results.append(tiny.ensure_tiny_checkpoint())) for _ in range(3)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert results == [tmp_path / "home" / sam3.TINY_NAME] * 3
-    assert sorted(p.name for p in (tmp_path / "home").iterdir() if p.is_dir()) == [sam3.TINY_NAME]
+    assert results == [tmp_path / "home" / tiny.TINY_NAME] * 3
+    assert sorted(p.name for p in (tmp_path / "home").iterdir() if p.is_dir()) == [tiny.TINY_NAME]
     sam3.load_vision_encoder(results[0])
 
 
@@ -161,7 +161,7 @@ def test_other_image_size_is_an_error(tiny_checkpoint: Path, tmp_path: Path) -> 
         sam3.load_vision_encoder(tiny_checkpoint, image_size=336)
     with pytest.raises(CheckpointError, match=r"224x224 input but 448x448"):
         sam3.load_tracker(tiny_checkpoint, image_size=448)
-    big = sam3.build_tiny_checkpoint(tmp_path / "ck336", image_size=336)
+    big = tiny.build_tiny_checkpoint(tmp_path / "ck336", image_size=336)
     enc = sam3.load_vision_encoder(big, image_size=336)
     assert enc(torch.zeros(1, 3, 336, 336)).fpn_hidden_states[0].shape[-1] == 96
 
@@ -202,10 +202,10 @@ def test_sharded_checkpoint_loads(tiny_checkpoint: Path, tmp_path: Path) -> None
 
 def test_stale_embedded_folder_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GOOSE_SAM3_HOME", str(tmp_path))
-    (tmp_path / sam3.TINY_NAME).mkdir()
-    (tmp_path / sam3.TINY_NAME / "config.json").write_text("{}")
+    (tmp_path / tiny.TINY_NAME).mkdir()
+    (tmp_path / tiny.TINY_NAME / "config.json").write_text("{}")
     with pytest.raises(CheckpointError, match="incomplete embedded checkpoint folder; delete it"):
-        sam3.ensure_tiny_checkpoint()
+        tiny.ensure_tiny_checkpoint()
 
 
 def test_tracker_rejects_sam3_video_save_pretrained(tmp_path: Path) -> None:
@@ -213,7 +213,7 @@ def test_tracker_rejects_sam3_video_save_pretrained(tmp_path: Path) -> None:
     Sam3TrackerModel.from_pretrained would leave those tensors random - we must refuse."""
     from transformers import Sam3VideoModel
 
-    Sam3VideoModel(sam3._tiny_video_config(224)).save_pretrained(tmp_path / "video")
+    Sam3VideoModel(tiny._tiny_video_config(224)).save_pretrained(tmp_path / "video")
     with pytest.raises(CheckpointError, match="missing keys"):
         sam3.load_tracker(tmp_path / "video")
 

@@ -22,7 +22,7 @@ from goose_lib.teacher.selection import (
 @pytest.fixture()
 def perfect_cache(tiny_root, tmp_path):
     """A cache whose teacher reproduces the ground truth inside every box."""
-    from goose_lib.data.dataset import load_sample
+    from goose_lib.data.decode import load_sample
     from goose_lib.data.layout import index_split
 
     samples = index_split(tiny_root, "val")
@@ -53,7 +53,7 @@ def test_known_answers_and_selection(perfect_cache, tmp_path) -> None:
     samples, folder, labels = perfect_cache
     x = _most_boxed_class(samples, labels)
     images = {}
-    from goose_lib.data.dataset import load_sample
+    from goose_lib.data.decode import load_sample
 
     for s in samples:
         images[load_sample(s)["image"].tobytes()] = s.key
@@ -69,10 +69,14 @@ def test_known_answers_and_selection(perfect_cache, tmp_path) -> None:
     assert (others["student_iou"] == 1.0).all()
     assert (table["support_images"] >= 1).all() and (table["support_pixels"] > 0).all()
     assert np.isnan(scores.class_iou[x]) or scores.class_iou[x] == 0.0
-    assert select_classes(table, SelectionRule(margin=0.5, min_pixels=1)) == [x]
-    assert select_classes(table, SelectionRule(margin=0.0, min_pixels=1)) == [x]  # ties are not wins
-    assert select_classes(table, SelectionRule(min_pixels=10**9)) == []  # not enough support
-    assert select_classes(table, SelectionRule(margin=0.5, exclude=(x,))) == []
+    box = {"criterion": "box"}
+    assert select_classes(table, SelectionRule(margin=0.5, min_pixels=1, **box)) == [x]
+    assert select_classes(table, SelectionRule(margin=0.0, min_pixels=1, **box)) == [x]  # ties are not wins
+    assert select_classes(table, SelectionRule(min_pixels=10**9, **box)) == []  # not enough support
+    assert select_classes(table, SelectionRule(margin=0.5, exclude=(x,), **box)) == []
+    # what distillation would change: only x's targets change the student's map (the others agree)
+    assert table.loc[x, "distill_gain"] > 0 and (table.drop(index=x)["distill_gain"] == 0).all()
+    assert select_classes(table, SelectionRule(margin=0.0, min_pixels=1)) == [x]
     assert mean_iou(table, "teacher_iou") == 1.0
 
 

@@ -14,7 +14,7 @@ from scipy import ndimage
 
 from goose_lib.config import DataConfig
 from goose_lib.data import stats as stats_mod
-from goose_lib.data.dataset import DataError
+from goose_lib.data.decode import DataError
 from goose_lib.data.layout import index_split
 from goose_lib.data.stats import SplitStats, compute_stats, merge_stats, region_boxes
 
@@ -76,6 +76,33 @@ def test_region_boxes_instance_spanning_two_classes_takes_the_majority() -> None
     label = np.array([[1, 1, 2], [0, 0, 0]], np.uint8)
     inst = np.array([[7, 7, 7], [0, 0, 0]], np.uint16)
     assert _as_set(region_boxes(label, inst)[1]) == {(1, 0, 0, 3, 1, 3, 1), (0, 0, 1, 3, 2, 3, 0)}
+
+
+def test_region_boxes_ignores_instance_ids_on_classes_without_instances() -> None:
+    label = np.array([[1, 1, 0, 2, 2], [1, 1, 0, 2, 2]], np.uint8)
+    inst = np.array([[3, 3, 0, 4, 0], [3, 3, 0, 4, 0]], np.uint16)  # id 4 on half of class 2
+    boxes = _as_set(region_boxes(label, inst, instance_classes={1})[1])
+    assert boxes == {(1, 0, 0, 2, 2, 4, 1), (0, 2, 0, 3, 2, 2, 0), (2, 3, 0, 5, 2, 4, 0)}
+    assert (2, 3, 0, 4, 2, 2, 1) in _as_set(region_boxes(label, inst)[1])  # without the table: id 4 counts
+    # the reference on the same maps with class 2's ids zeroed agrees
+    assert boxes == _reference(label, np.where(label == 1, inst, 0))
+
+
+def test_compute_stats_reads_has_instance_from_the_mapping_csv(tmp_path: Path) -> None:
+    import csv
+
+    from goose_lib.ontology import MAPPING_CSV, packaged_mapping_rows
+
+    root = _hand_root(tmp_path / "root")
+    rows = [r | {"has_instance": "0"} if r["class_name"] == "pole" else r for r in packaged_mapping_rows()]
+    with open(root / MAPPING_CSV, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    st = compute_stats(root, "train", workers=1, progress=False, use_cache=False)
+    got = _as_set(st.boxes)
+    assert (45, 4, 3, 5, 4, 1, 0) in got and (45, 4, 3, 5, 4, 1, 1) not in got  # pole (45): a component now
+    assert (12, 2, 1, 4, 3, 4, 1) in got  # car keeps its instance
 
 
 def test_region_boxes_matches_scipy_reference() -> None:
@@ -148,7 +175,7 @@ def test_shards_merge_to_the_full_split(tiny_root: Path) -> None:
 
 
 def test_stats_match_decoded_labels(tiny_root: Path) -> None:
-    from goose_lib.data.dataset import load_sample
+    from goose_lib.data.decode import load_sample
 
     st = compute_stats(tiny_root, "val", workers=1, progress=False)
     expect = np.zeros(64, np.int64)

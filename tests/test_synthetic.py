@@ -13,7 +13,7 @@ from PIL import Image
 from scipy import ndimage
 
 from goose_lib.data import synthetic
-from goose_lib.data.dataset import load_sample, read_label
+from goose_lib.data.decode import load_sample, read_label
 from goose_lib.data.layout import index_split
 from goose_lib.data.synthetic import EMBEDDED_NAME, ensure_embedded_dataset, write_synthetic
 from goose_lib.ontology import MAPPING_CSV, Ontology

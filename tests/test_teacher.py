@@ -210,3 +210,29 @@ def test_adaptation_improves_the_teacher_and_saves_a_strict_checkpoint(tiny_chec
         assert torch.equal(dict(again.named_parameters())[name], own[name])
     assert checkpoint_fingerprint(out) != checkpoint_fingerprint(tiny_checkpoint)
     assert adapt_teacher(model, samples, AdaptConfig(steps=0)) == []
+
+
+def test_bf16_autocast_option_runs_encoder_and_decoder_in_bf16_and_agrees_with_fp32(tracker) -> None:
+    seen: list[tuple[str, bool]] = []
+    hooks = [tracker.vision_encoder.register_forward_pre_hook(
+                 lambda m, a: seen.append(("encoder", torch.is_autocast_enabled("cpu")))),
+             tracker.mask_decoder.register_forward_pre_hook(
+                 lambda m, a: seen.append(("decoder", torch.is_autocast_enabled("cpu"))))]
+    try:
+        img, boxes = _image(seed=5), _boxes(6, seed=6)
+        fp32 = Teacher(tracker).predict([img], [boxes])[0]
+        assert seen and not any(on for _, on in seen)  # default: plain fp32
+        seen.clear()
+        bf16 = Teacher(tracker, TeacherConfig(autocast="bfloat16")).predict([img], [boxes])[0]
+        assert {name for name, _ in seen} == {"encoder", "decoder"} and all(on for _, on in seen)
+    finally:
+        for h in hooks:
+            h.remove()
+    assert next(tracker.parameters()).dtype == torch.float32  # weights untouched
+    assert bf16.box_scores.dtype == np.float32
+    np.testing.assert_allclose(bf16.box_scores, fp32.box_scores, atol=0.05)
+    assert (bf16.teacher_region == fp32.teacher_region).mean() > 0.99
+    assert np.abs(bf16.teacher_prob.astype(int) - fp32.teacher_prob.astype(int)).mean() < 8
+    assert TeacherConfig().result_key() == {k: v for k, v in TeacherConfig(autocast="bfloat16").result_key().items()
+                                           if k != "autocast"}
+    assert TeacherConfig(autocast="bfloat16").result_key()["autocast"] == "bfloat16"  # its own cache key

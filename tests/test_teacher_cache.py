@@ -67,7 +67,7 @@ def test_written_once_then_reused_without_loading_a_model(root, tracker, tmp_pat
     assert (rep.total, rep.computed, rep.reused) == (len(samples), len(samples), 0) and built == [1]
     rep2 = build_teacher_cache(samples, tmp_path / "c", fingerprint="fp-A", teacher=factory, box_params=BP, progress=False)
     assert (rep2.computed, rep2.reused) == (0, len(samples)) and built == [1]  # no model loaded
-    from goose_lib.data.dataset import load_sample
+    from goose_lib.data.decode import load_sample
 
     for s in samples:
         it = read_item(item_path(rep.folder, s.key))
@@ -169,12 +169,87 @@ def test_unlabelled_split_needs_prediction_boxes(root, tracker, tmp_path) -> Non
     assert set(it["boxes"].sources) == {"prediction"} and set(it["boxes"].classes.tolist()) == {50, 53}
 
 
+def test_student_is_parked_while_the_teacher_runs(root, tracker, tmp_path) -> None:
+    """box_source="prediction": all boxes are predicted first, then the teacher is built, run and
+    freed inside offload() (where a real Predictor parks its weights on the CPU), so a full-size
+    student and teacher never share the GPU."""
+    import contextlib
+
+    events: list[str] = []
+    state = {"parked": False}
+
+    def student(im: np.ndarray) -> np.ndarray:
+        assert not state["parked"], "the student ran while parked"
+        events.append("student")
+        return np.where(np.arange(im.shape[0])[:, None] < im.shape[0] // 2, 53, 50).astype(np.uint8) \
+            * np.ones(im.shape[:2], np.uint8)
+
+    @contextlib.contextmanager
+    def offload():
+        state["parked"] = True
+        events.append("park")
+        yield
+        events.append("restore")
+        state["parked"] = False
+
+    class CountingTeacher(Teacher):
+        def predict(self, images, boxsets):
+            assert state["parked"], "the teacher ran beside the student"
+            events.append("teacher")
+            return super().predict(images, boxsets)
+
+    def teacher() -> Teacher:
+        assert state["parked"], "the teacher was built beside the student"
+        events.append("teacher built")
+        return CountingTeacher(tracker)
+
+    samples = _samples(root, "test")
+    rep = build_teacher_cache(samples, tmp_path / "c", fingerprint="fp", teacher=teacher, box_source="prediction",
+                              predict_fn=student, predictor_id="toy", box_params=BP, offload=offload, progress=False)
+    assert rep.computed == 3
+    assert events == ["student"] * 3 + ["park", "teacher built"] + ["teacher"] * 3 + ["restore"]
+    it = read_item(item_path(rep.folder, samples[2].key))
+    assert set(it["boxes"].sources) == {"prediction"} and set(it["boxes"].classes.tolist()) == {50, 53}
+    events.clear()
+    build_teacher_cache(samples, tmp_path / "c", fingerprint="fp", teacher=teacher, box_source="prediction",
+                        predict_fn=student, predictor_id="toy", box_params=BP, offload=offload, progress=False)
+    assert events == []  # all cached: no model runs, nothing is moved
+
+
+def test_predictor_offloaded_parks_the_weights_on_the_cpu_and_restores_them() -> None:
+    from types import SimpleNamespace
+
+    import torch
+
+    from goose_lib.infer.predictor import Predictor
+
+    class FakeGpuModel:  # records .to(); its weights "live" on cuda:1
+        def __init__(self) -> None:
+            self.device, self.moves = torch.device("cuda", 1), []
+
+        def parameters(self):
+            return iter([SimpleNamespace(device=self.device)])
+
+        def to(self, device):
+            self.moves.append(str(device))
+            self.device = torch.device(device)
+            return self
+
+    model = FakeGpuModel()
+    p = Predictor(predict=lambda im: im, label="toy", id="x", model=model)
+    with p.offloaded():
+        assert model.device.type == "cpu"
+    assert model.moves == ["cpu", "cuda:1"]
+    with Predictor(predict=lambda im: im, label="toy", id="x").offloaded():
+        pass  # no model: nothing to move
+
+
 def test_cli_teacher_caches_and_resumes(root, tmp_path, capsys) -> None:
     import json
 
     from goose_lib.cli import main
 
-    args = ["teacher", str(root), "--split", "val", "--limit", "2", "--max-boxes", "3", "--cache-dir",
+    args = ["teacher", "--data-root", str(root), "--split", "val", "--limit", "2", "--max-boxes", "3", "--cache-dir",
             str(tmp_path / "c"), "--no-progress", "--json"]
     assert main(args) == 0
     first = json.loads(capsys.readouterr().out)
@@ -191,7 +266,7 @@ def test_cli_teacher_on_an_unlabelled_split_with_predicted_boxes(root, tmp_path,
 
     from goose_lib.cli import main
 
-    args = ["teacher", str(root), "--split", "test", "--limit", "1", "--boxes", "prediction", "--max-boxes", "3",
+    args = ["teacher", "--data-root", str(root), "--split", "test", "--limit", "1", "--boxes", "prediction", "--max-boxes", "3",
             "--cache-dir", str(tmp_path / "c"), "--no-progress", "--json"]
     assert main(args) == 0
     out = json.loads(capsys.readouterr().out)

@@ -14,17 +14,19 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from goose_lib.config import ParameterError, to_dict, validate
-from goose_lib.train import checkpoint as ckpt
+from goose_lib.models import checkpoint as ckpt
 from goose_lib.train import loop
-from goose_lib.train.loop import TrainConfig, TrainingDiverged, lr_factor, train
+from goose_lib.train.config import TrainConfig
+from goose_lib.train.loop import TrainingDiverged, train
 from goose_lib.train.losses import segmentation_loss
 from goose_lib.train.sampling import DrawSampler, repeat_factors
+from goose_lib.train.step import EMA, lr_factor
 
 
 @pytest.fixture(scope="module")
 def small_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny SAM3 at 112x112 input (4x cheaper than the embedded 224 one)."""
-    from goose_lib.models.sam3 import build_tiny_checkpoint
+    from goose_lib.models.tiny import build_tiny_checkpoint
 
     return build_tiny_checkpoint(tmp_path_factory.mktemp("ck112") / "sam3", image_size=112)
 
@@ -79,7 +81,7 @@ def test_sampler_shards_ranks_and_resumes_exactly() -> None:
 def test_ema_follows_the_trainable_weights_only() -> None:
     model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Linear(2, 2))
     model[0].requires_grad_(False)
-    ema = loop.EMA(model, 0.75)
+    ema = EMA(model, 0.75)
     before = [p.detach().clone() for p in ema.model.parameters()]
     with torch.no_grad():
         for p in model.parameters():
@@ -143,11 +145,11 @@ def test_config_validation_and_notebook_params_agree() -> None:
 def test_checkpoint_round_trip_without_the_sam3_folder(small_ckpt: Path, tmp_path: Path, monkeypatch) -> None:
     from goose_lib.models.student import StudentConfig, build_student
 
-    student = build_student(StudentConfig(checkpoint=str(small_ckpt), decoder_channels=16)).eval()
+    student = build_student(StudentConfig(sam3_checkpoint=str(small_ckpt), decoder_channels=16)).eval()
     out = ckpt.save_student(tmp_path / "c", student, params={"note": "x"}, info={"step": 7})
     assert sorted(p.name for p in out.iterdir()) == ["model.safetensors", "run.json", "vision_config.json"]
     assert not list(tmp_path.glob(".*"))  # no temporary folder left behind
-    monkeypatch.setattr("goose_lib.paths.resolve_checkpoint", lambda v: (_ for _ in ()).throw(AssertionError(v)))
+    monkeypatch.setattr("goose_lib.models.embedded.resolve_sam3_checkpoint", lambda v: (_ for _ in ()).throw(AssertionError(v)))
     loaded = ckpt.load_student(out)
     x = torch.rand(1, 3, 112, 112) * 2 - 1
     with torch.no_grad():
@@ -278,9 +280,9 @@ def test_distillation_is_wired_into_the_loss(tiny_root, small_ckpt, tmp_path, mo
         seen.append(("loss", tuple(tregion.shape), tuple(classes)))
         return real_loss(logits, tcls, tprob, tregion, classes, **kw)
 
-    def spy_replace(label, tcls, tprob, tregion, classes):
+    def spy_replace(label, tcls, tprob, tregion, classes, **kw):
         seen.append(("replace", tuple(tregion.shape), tuple(classes)))
-        return real_replace(label, tcls, tprob, tregion, classes)
+        return real_replace(label, tcls, tprob, tregion, classes, **kw)
 
     monkeypatch.setattr(distill, "distill_loss", spy_loss)
     monkeypatch.setattr(distill, "replace_labels", spy_replace)
@@ -303,5 +305,38 @@ def test_cli_train_runs_headless(tiny_root, small_ckpt, tmp_path) -> None:
     assert rc == 0
     run = ckpt.load_run(ckpt.find_latest(out))
     assert run["params"]["scale_range"] == [0.75, 1.5] and run["params"]["steps"] == 1
+    from goose_lib.reports import provenance
+
+    rec = json.loads((out / "provenance.json").read_text())  # as a notebook run records
+    assert rec["notebook"] == "goose train" and rec["seed"] == 0 and rec["params"]["steps"] == 1
+    assert rec["params_sha256"] == provenance.params_hash(rec["params"])
+    assert rec["inputs"]["data"]["data_root"] == provenance.data_fingerprint(tiny_root)
+    assert rec["inputs"]["checkpoints"]["sam3_checkpoint"] == provenance.checkpoint_hash(small_ckpt)
     assert main(["train", "--out-dir", str(out), "--batch-size", "0"]) == 2
     assert to_dict(TrainConfig())["distill_classes"] == []
+
+
+def test_leaderboard_options_train_log_and_keep_the_best(tiny_root, small_ckpt, tmp_path) -> None:
+    """Issue 13's training options together: class-balanced CE + category term + copy-paste of the
+    rarest training class + top-2 checkpoints by validation composite."""
+    from goose_lib.data.dataset import GooseDataset
+    from goose_lib.train.sampling import class_pixel_counts
+
+    base = GooseDataset(tiny_root, "train", config=TrainConfig(data_root=str(tiny_root)).data_config(4))
+    totals = class_pixel_counts(base.samples, 64, progress=False).sum(0)
+    rare = int(np.flatnonzero(totals == totals[totals > 0].min())[0])
+    cfg = _cfg(tiny_root, small_ckpt, steps=4, val_interval=1, loss="class_balanced", category_loss_weight=0.3,
+               copy_paste_classes=(rare,), copy_paste_prob=1.0, keep_best=2)
+    result = train(cfg, tmp_path / "run", progress=False)
+    notes = [r["message"] for r in result.history if r.get("event") == "note"]
+    assert any(n.startswith(f"copy-paste: classes [{rare}] from ") for n in notes)
+    best = ckpt.best_checkpoints(tmp_path / "run")
+    ranking = json.loads((tmp_path / "run" / "best" / "best.json").read_text())
+    vals = {r["step"]: r["val_composite"] for r in result.history if "val_composite" in r}
+    assert len(best) == 2 == len(ranking) and all(p.is_dir() for p in best)
+    assert [r["composite"] for r in ranking] == sorted(vals.values(), reverse=True)[:2]
+    assert sorted(p.name for p in (tmp_path / "run" / "best").iterdir() if p.is_dir()) == \
+        sorted(f"step_{r['step']:07d}" for r in ranking)
+    run = ckpt.load_run(best[0])
+    assert run["params"]["loss"] == "class_balanced" and run["params"]["copy_paste_classes"] == [rare]
+    assert isinstance(ckpt.load_student(best[0]), torch.nn.Module)

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from goose_lib.train import checkpoint as ckpt
+from goose_lib.models import checkpoint as ckpt
 
 
 @pytest.fixture(scope="module")
 def small_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from goose_lib.models.sam3 import build_tiny_checkpoint
+    from goose_lib.models.tiny import build_tiny_checkpoint
 
     return build_tiny_checkpoint(tmp_path_factory.mktemp("ck112") / "sam3", image_size=112)
 
@@ -42,3 +42,10 @@ def test_torchrun_two_cpu_processes_agree_and_rank0_writes(tiny_root, small_ckpt
     # The validation was split across the ranks and summed: all 3 validation images were scored.
     assert run["val"]["composite"] is not None and sum(run["val"]["support"]) > 0
     assert isinstance(ckpt.load_student(final), object)
+    # Resuming the 2-process run in 1 process would change the global batch: refused, with the reason.
+    single = [sys.executable, "-m", "goose_lib", *cmd[cmd.index("train"):]]
+    single[single.index("--steps") + 1] = "4"
+    again = subprocess.run(single, check=False, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode != 0
+    assert "written by 2 process(es), this launch has 1" in again.stderr and "global batch" in again.stderr
+    assert ckpt.find_latest(out).name == "step_0000003"  # nothing was trained

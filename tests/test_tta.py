@@ -176,3 +176,71 @@ def test_upsample_argmax_equals_the_same_lerps_everywhere(hw: tuple[int, int]) -
     got = _upsample_argmax(p, hw, chunk=5000)  # small chunks: several rounds
     assert got.shape == hw
     torch.testing.assert_close(got.long(), ref, rtol=0, atol=0)
+
+# --- Gaussian-blended sliding windows (issue 13) ---------------------------------------------------
+
+class ConstantModel(torch.nn.Module):
+    """Logits that ignore the input: the same fixed vector at every pixel of every window."""
+
+    def __init__(self, image_size: int = 16, num_classes: int = 5) -> None:
+        super().__init__()
+        self.image_size = image_size
+        self.logits = torch.nn.Parameter(torch.linspace(-2, 3, num_classes), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logits.view(1, -1, 1, 1).expand(x.shape[0], -1, *x.shape[-2:]).clone()
+
+
+def _gauss(sigma: float, **kw) -> TTAConfig:
+    return TTAConfig(mode="multiscale", scales=(1.5, 2.0), base="native", overlap=0.5, blend="gaussian",
+                     blend_sigma=sigma, **kw)
+
+
+def test_gaussian_blend_leaves_a_constant_model_unchanged() -> None:
+    model = ConstantModel()
+    img = _blocks(24, 40)
+    probs = predict_probs(model, img, _gauss(0.125))
+    ref = model.logits.softmax(0).view(-1, 1, 1).expand(-1, 24, 40)
+    torch.testing.assert_close(probs, ref, atol=1e-6, rtol=1e-5)
+
+
+def test_gaussian_blend_with_infinite_sigma_is_the_flat_average() -> None:
+    from goose_lib.infer.tta import window_weights
+
+    model = PositionModel(image_size=16, num_classes=5)
+    img = _blocks(24, 40)
+    flat = TTAConfig(mode="multiscale", scales=(1.5, 2.0), base="native", overlap=0.5)
+    torch.testing.assert_close(predict_probs(model, img, _gauss(float("inf"))), predict_probs(model, img, flat))
+    # a finite sigma weights window centres more: a different average for a position-dependent model
+    assert not torch.allclose(predict_probs(model, img, _gauss(0.125)), predict_probs(model, img, flat), atol=1e-4)
+    w = window_weights(16, _gauss(0.125))
+    assert w[7:9, 7:9].min() == w.max() and w[0, 0] == w.min() and torch.equal(w, w.T)
+    assert _gauss(0.125).name == "ms1.5-2@native+gauss0.125"
+    with pytest.raises(ValueError, match="blend"):
+        TTAConfig(blend="cosine")  # type: ignore[arg-type]
+
+
+class _PixelModel(torch.nn.Module):
+    """Logits (B, 2, S, S): class 0 = 4 x the input's first channel, class 1 = 0 (no mixing of pixels)."""
+
+    def __init__(self, image_size: int) -> None:
+        super().__init__()
+        self.image_size = image_size
+        self.anchor = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([4 * x[:, 0], torch.zeros_like(x[:, 0])], dim=1)
+
+
+def test_overlapping_windows_are_averaged_not_summed() -> None:
+    """Each pixel's logits are the mean over the windows covering it: with a per-pixel model every
+    window gives the same value there, so the result equals one window's, overlapped or not."""
+    model = _PixelModel(image_size=32)
+    image = _blocks(48, 80, block=8)
+    cfg = TTAConfig(mode="multiscale", scales=(1.0,), base="native", overlap=0.5)
+    starts_y, starts_x = window_starts(48, 32, 0.5), window_starts(80, 32, 0.5)
+    assert len(starts_y) > 1 and len(starts_x) > 1 and starts_x[1] < 32  # windows do overlap
+    x0 = torch.from_numpy(image[..., 0].astype(np.float32)) / 127.5 - 1.0  # canvas = image (scale 1, native)
+    expected = torch.sigmoid(4 * x0)  # softmax of (4 x0, 0), class 0
+    probs = predict_probs(model, image, cfg)
+    torch.testing.assert_close(probs[0], expected, atol=1e-5, rtol=1e-5)

@@ -1,8 +1,7 @@
 """The torch ``Dataset`` over a GOOSE split (decoding and validation live in ``decode``).
 
 Items are :func:`load_sample` dicts: ``{"image": HxWx3 uint8, "label": HxW uint8 | None,
-"instances": HxW int32 | None, "sample": Sample}``. The readers are re-exported here so that
-``from goose_lib.data.dataset import read_label`` keeps working.
+"instances": HxW int32 | None, "sample": Sample}``; the readers are :mod:`goose_lib.data.decode`.
 """
 
 from __future__ import annotations
@@ -15,31 +14,15 @@ from typing import Any
 import torch.utils.data
 
 from goose_lib.config import DataConfig
-from goose_lib.data.decode import (
-    DataError,
-    check_root,
-    load_sample,
-    missing_files,
-    orphan_labels,
-    read_gray,
-    read_image,
-    read_instances,
-    read_label,
-    validate_sample,
-)
+from goose_lib.data.decode import DataError, load_sample, missing_files
 from goose_lib.data.layout import Sample, index_split
 from goose_lib.ontology import Ontology
-
-__all__ = [
-    "DataError", "GooseDataset", "check_root", "load_sample", "missing_files", "orphan_labels", "read_gray",
-    "read_image", "read_instances", "read_label", "validate_sample",
-]
 
 
 class GooseDataset(torch.utils.data.Dataset):
     """The samples of one split as a map-style torch ``Dataset`` of :func:`load_sample` dicts.
 
-    ``root``: a GOOSE root or ``"embedded"`` (``None``: ``config.root``). With
+    ``root``: a GOOSE root or ``"embedded"`` (``None``: ``config.data_root``). With
     ``config.skip_bad`` samples with missing files are dropped when the dataset is built and
     samples that fail to decode are replaced by the next good one, each with a warning;
     ``skipped`` lists ``(key, reason)`` (per process when DataLoader workers are used).
@@ -48,10 +31,10 @@ class GooseDataset(torch.utils.data.Dataset):
 
     def __init__(self, root: str | os.PathLike | None, split: str, *, config: DataConfig | None = None,
                  transform: Callable[[dict[str, Any]], Any] | None = None) -> None:
-        from goose_lib.paths import resolve_data_root
+        from goose_lib.data.embedded import resolve_data_root
 
         self.config = config or DataConfig()
-        self.root = resolve_data_root(root if root is not None else self.config.root)
+        self.root = resolve_data_root(root if root is not None else self.config.data_root)
         self.split = split
         self.transform = transform
         self.ontology = Ontology.load(self.root)

@@ -1,9 +1,17 @@
 """Decoding and validating GOOSE files (no torch: cheap to import in worker processes).
 
 Formats returned: images HxWx3 ``uint8`` RGB; label maps HxW ``uint8`` class ids
-``0..num_classes-1``; instance maps HxW ``int32`` (0 = no instance; the on-disk encoding is
-unverified, so 8- and 16-bit grayscale PNGs are both accepted). ``_color.png`` files are never
-decoded into ids (snow and hedge share a colour).
+``0..num_classes-1``; instance maps HxW ``int32``. ``_color.png`` files are never decoded into
+ids (snow and hedge share a colour).
+
+Instance encoding assumed (the dataset's own encoding is unverified, see
+``shared/goose/README.md``): ``<stem>_instanceids.png`` is an 8- or 16-bit grayscale PNG whose
+pixel value is the object id as is, 0 = no instance, ids unique within the image (not per class,
+no ``class * 1000 + id`` packing); the class of an object comes from ``_labelids.png``. Ids count
+only on classes whose ``has_instance`` is set in ``goose_label_mapping.csv``
+(:attr:`Ontology.instance_classes`); other classes are split into connected components.
+:func:`instance_anomalies` (run by ``goose check``) names the files that break this: ids on
+classes without instances, one id spanning several classes.
 
 Every problem raises :class:`DataError` whose message starts with the offending file's path;
 :func:`check_root` collects every problem of a root instead (``goose check``).
@@ -147,14 +155,49 @@ def missing_files(sample: Sample) -> list[str]:
     return out
 
 
-def validate_sample(sample: Sample, num_classes: int = 64) -> list[str]:
-    """Every problem of one sample (decodability, modes, id range, sizes), each starting with a path."""
+def instance_anomalies(path: str | os.PathLike, label: np.ndarray, instances: np.ndarray,
+                       ontology: Ontology) -> list[str]:
+    """Where an instance map breaks the assumed encoding (module docstring), each line naming
+    ``path``: instance ids on classes without ``has_instance``, and ids spanning several classes."""
+    out: list[str] = []
+    if label.shape != instances.shape:
+        return out
+    on = instances > 0
+    if not on.any():
+        return out
+    cls, ids = label[on].astype(np.int64), instances[on].astype(np.int64)
+    lut = np.zeros(max(256, int(cls.max()) + 1), bool)
+    lut[list(ontology.instance_classes)] = True
+    stuff = ~lut[cls]
+    if stuff.any():
+        counts = np.bincount(cls[stuff])
+        bad = ", ".join(f"{ontology.names[c] if c < ontology.num_classes else c} ({c}): {int(counts[c])} px"
+                        for c in np.flatnonzero(counts)[:8])
+        out.append(f"{path}: instance ids on classes without instances (has_instance=0 in the class "
+                   f"table {ontology.source}): {bad}")
+    pairs = np.unique(ids * 65536 + cls)
+    pid = pairs // 65536
+    multi = np.unique(pid[np.flatnonzero(pid[1:] == pid[:-1])])
+    if len(multi):
+        shown = []
+        for i in multi[:5]:
+            names = [ontology.names[c] if c < ontology.num_classes else str(c) for c in pairs[pid == i] % 65536]
+            shown.append(f"id {int(i)}: {'/'.join(names)}")
+        out.append(f"{path}: {len(multi)} instance id(s) span several classes ({'; '.join(shown)})")
+    return out
+
+
+def validate_sample(sample: Sample, num_classes: int = 64, ontology: Ontology | None = None) -> list[str]:
+    """Every problem of one sample (decodability, modes, id range, sizes, and with ``ontology``
+    the instance anomalies of :func:`instance_anomalies`), each starting with a path."""
     problems: list[str] = []
     shapes: dict[Path, tuple[int, ...]] = {}
+    arrays: dict[Path, np.ndarray] = {}
 
     def attempt(path: Path, reader: Callable[[Path], np.ndarray]) -> None:
         try:
-            shapes[path] = reader(path).shape[:2]
+            arrays[path] = reader(path)
+            shapes[path] = arrays[path].shape[:2]
         except DataError as exc:
             problems.append(str(exc))
 
@@ -172,6 +215,9 @@ def validate_sample(sample: Sample, num_classes: int = 64) -> list[str]:
             if path in shapes and shapes[path] != (h, w):
                 ph, pw = shapes[path]
                 problems.append(f"{path}: size {pw}x{ph} differs from its image {sample.image} ({w}x{h})")
+    if ontology is not None and sample.labelids in arrays and sample.instanceids in arrays:
+        problems += instance_anomalies(sample.instanceids, arrays[sample.labelids], arrays[sample.instanceids],
+                                       ontology)
     return problems
 
 
@@ -196,14 +242,15 @@ def orphan_labels(root: str | os.PathLike, split: str) -> list[str]:
     return out
 
 
-def _validate_chunk(args: tuple[list[Sample], int]) -> list[str]:
-    samples, num_classes = args
-    return [p for s in samples for p in validate_sample(s, num_classes)]
+def _validate_chunk(args: tuple[list[Sample], int, Ontology | None]) -> list[str]:
+    samples, num_classes, ontology = args
+    return [p for s in samples for p in validate_sample(s, num_classes, ontology)]
 
 
 def check_root(root: str | os.PathLike, splits: Sequence[str] | None = None, *, config: DataConfig | None = None,
                workers: int = 1, progress: bool = True) -> tuple[int, list[str]]:
-    """Validate a GOOSE root: class table, pairing, decodability, sizes and id range of every file.
+    """Validate a GOOSE root: class table, pairing, decodability, sizes and id range of every file,
+    and instance maps against the class table's ``has_instance`` (:func:`instance_anomalies`).
 
     Returns ``(samples checked, problems)``; every problem names its file. ``splits`` None =
     every split under ``images/``. ``workers`` > 1 decodes in that many processes (0 = all cores).
@@ -212,14 +259,17 @@ def check_root(root: str | os.PathLike, splits: Sequence[str] | None = None, *, 
 
     from tqdm.auto import tqdm
 
+    from goose_lib.data.embedded import is_embedded, resolve_data_root
     from goose_lib.data.layout import LayoutError, list_splits
     from goose_lib.ontology import OntologyError
 
     cfg = config or DataConfig()
-    root = Path(root)
+    root = resolve_data_root(root) if is_embedded(root) else Path(root)
     problems: list[str] = []
+    ontology: Ontology | None = None
     try:
-        num_classes = Ontology.load(root).num_classes
+        ontology = Ontology.load(root)
+        num_classes = ontology.num_classes
     except OntologyError as exc:
         problems.append(str(exc))
         num_classes = 64
@@ -233,7 +283,7 @@ def check_root(root: str | os.PathLike, splits: Sequence[str] | None = None, *, 
         problems += orphan_labels(root, split)
     if workers == 0:
         workers = os.cpu_count() or 1
-    chunks = [(samples[i:i + 16], num_classes) for i in range(0, len(samples), 16)]
+    chunks = [(samples[i:i + 16], num_classes, ontology) for i in range(0, len(samples), 16)]
     with tqdm(total=len(samples), desc="check", unit="img", disable=not progress) as bar:
         if workers <= 1 or len(chunks) <= 1:
             results = map(_validate_chunk, chunks)

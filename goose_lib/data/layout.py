@@ -29,9 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from goose_lib import paths
+from goose_lib.config import DEFAULT_CAMERAS
 from goose_lib.io import atomic_write_text, sha256_json
 
-DEFAULT_CAMERAS: tuple[str, ...] = ("windshield_vis", "camera_left", "front", "realsense")
 KNOWN_CAMERAS: tuple[str, ...] = DEFAULT_CAMERAS + ("windshield_nir",)
 LABEL_SUFFIXES = {"labelids": "_labelids.png", "instanceids": "_instanceids.png", "color": "_color.png"}
 INDEX_VERSION = 2
@@ -189,14 +189,17 @@ def _from_rows(root: Path, split: str, labelled: bool, rows: list[list[object]])
 def index_split(root: str | os.PathLike, split: str, *, cameras: Sequence[str] = DEFAULT_CAMERAS,
                 exclude_scenarios: Sequence[str] = (), limit: int | None = None,
                 use_cache: bool = True) -> list[Sample]:
-    """Every image of ``split`` under ``root`` as :class:`Sample`, sorted by ``key``.
+    """Every image of ``split`` under ``root`` (a data-root value: a folder or an embedded
+    dataset's name) as :class:`Sample`, sorted by ``key``.
 
     ``cameras``: camera suffixes to keep (``windshield_nir`` is not in the default);
     ``exclude_scenarios``: scenario folder names to drop; ``limit``: the first N samples.
     Raises :class:`LayoutError` for a non-GOOSE folder, a missing split or a split with no
     image of the selected cameras. The result is cached (see module docstring).
     """
-    root = Path(root).expanduser().resolve()
+    from goose_lib.data.embedded import is_embedded, resolve_data_root
+
+    root = (resolve_data_root(root) if is_embedded(root) else Path(root).expanduser()).resolve()
     images = _images_dir(root)
     img_root = images / split
     if not img_root.is_dir():
@@ -228,3 +231,21 @@ def index_split(root: str | os.PathLike, split: str, *, cameras: Sequence[str] =
                           + (f" outside excluded scenarios {list(exclude)}" if exclude else "")
                           + " (expected <scenario>/<stem>_<camera>.png)")
     return samples[:limit] if limit is not None else samples
+
+
+def holdout_scenarios(samples: Sequence[Sample], fraction: float, seed: int = 0) -> list[str]:
+    """A fixed, seeded choice of ``ceil(fraction * n)`` of the ``n`` scenarios among ``samples``
+    (at least one, at most n - 1 when n > 1), sorted: the same samples and seed give the same
+    scenarios on every machine. ``fraction`` 0 -> [] (no hold-out)."""
+    import math
+
+    import numpy as np
+
+    if not 0 <= fraction < 1:
+        raise ValueError(f"hold-out fraction must be in [0, 1), got {fraction}")
+    names = sorted({s.scenario for s in samples})
+    if fraction == 0 or not names:
+        return []
+    k = min(max(1, math.ceil(fraction * len(names))), max(len(names) - 1, 1))
+    picked = np.random.default_rng([seed, 0x401D]).permutation(len(names))[:k]
+    return sorted(names[i] for i in picked)

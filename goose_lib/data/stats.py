@@ -1,8 +1,9 @@
 """Split statistics: per-class pixel / image / instance counts and box sizes, parallel and cached.
 
 Per labelled sample: class pixel counts, which classes occur, and one box per object — per
-instance id where the instance map has one (class = the instance's majority class), and per
-4-connected component of a class elsewhere (``is_instance`` = 0). Components are found on
+instance id where the instance map has one on a class whose ``has_instance`` is set in the
+mapping CSV (class = the instance's majority class), and per 4-connected component of a class
+elsewhere (``is_instance`` = 0; instance ids on classes without instances are ignored). Components are found on
 horizontal runs (a few thousand per image) rather than pixels, so the statistics cost little
 more than decoding the label PNGs.
 
@@ -18,7 +19,7 @@ import io
 import json
 import os
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,11 +32,12 @@ from tqdm.auto import tqdm
 from goose_lib import paths
 from goose_lib.config import DataConfig
 from goose_lib.data.decode import DataError, read_gray
+from goose_lib.data.embedded import resolve_data_root
 from goose_lib.data.layout import Sample, index_split
 from goose_lib.io import atomic_write_bytes, sha256_json
 from goose_lib.ontology import Ontology
 
-STATS_VERSION = 1
+STATS_VERSION = 2  # 2: instance ids only on has_instance classes
 BOX_COLUMNS = ("class_id", "x0", "y0", "x1", "y1", "pixels", "is_instance")  # x1, y1 exclusive
 
 
@@ -167,14 +169,21 @@ def _group_boxes(group: np.ndarray, m: int, x0: np.ndarray, y0: np.ndarray, x1: 
     return gx0, gy0, gx1, gy1, np.bincount(group, weights=area, minlength=m).astype(np.int64)
 
 
-def region_boxes(label: np.ndarray, instances: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def region_boxes(label: np.ndarray, instances: np.ndarray | None = None,
+                 instance_classes: Collection[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Pixel counts (256,) int64 and boxes (N, 7) int64 of one HxW label map (+ optional instance map).
 
     Rows of ``boxes`` follow :data:`BOX_COLUMNS`: one per instance id > 0 (class = majority
     class of its pixels, box over all its pixels) and one per 4-connected component of a class
-    among pixels without instance. Works on horizontal runs: O(pixels) only for finding them.
+    among pixels without instance. ``instance_classes``: the classes whose instance ids count
+    (:attr:`Ontology.instance_classes`; None = every class); ids on other classes are treated
+    as 0. Works on horizontal runs: O(pixels) only for finding them.
     """
     h, w = label.shape
+    if instances is not None and instance_classes is not None:
+        lut = np.zeros(max(256, int(label.max()) + 1), bool)
+        lut[[int(c) for c in instance_classes]] = True
+        instances = np.where(lut[label], instances, 0)
     flat = label.ravel()
     brk = np.empty(h * w, bool)
     np.not_equal(flat[1:], flat[:-1], out=brk[1:])
@@ -233,7 +242,8 @@ def _png_size(path: Path) -> tuple[int, int]:
         raise DataError(f"{path}: cannot read the image header ({type(exc).__name__}: {exc})") from exc
 
 
-def _sample_stats(sample: Sample, num_classes: int) -> tuple[np.ndarray, np.ndarray, str]:
+def _sample_stats(sample: Sample, num_classes: int,
+                  instance_classes: Collection[int] | None = None) -> tuple[np.ndarray, np.ndarray, str]:
     """(pixel counts (K,), boxes, "WxH") of one sample; every problem raises :class:`DataError`."""
     if sample.labelids is None:
         raise DataError(f"{sample.image}: sample has no label (split {sample.split!r} is unlabelled)")
@@ -250,20 +260,20 @@ def _sample_stats(sample: Sample, num_classes: int) -> tuple[np.ndarray, np.ndar
                             f"{sample.image} ({size[0]}x{size[1]})")
     if label.dtype != np.uint8:
         label = label.astype(np.int64)
-    pixels, boxes = region_boxes(label, inst)
+    pixels, boxes = region_boxes(label, inst, instance_classes)
     if len(pixels) > num_classes and pixels[num_classes:].any():
         bad = (np.flatnonzero(pixels[num_classes:]) + num_classes).tolist()
         raise DataError(f"{sample.labelids}: label ids {bad[:10]} outside the class table 0..{num_classes - 1}")
     return pixels[:num_classes], boxes, f"{size[0]}x{size[1]}"
 
 
-def _chunk_stats(args: tuple[list[Sample], str, int, bool]) -> SplitStats:
-    samples, split, k, skip_bad = args
+def _chunk_stats(args: tuple[list[Sample], str, int, bool, frozenset[int]]) -> SplitStats:
+    samples, split, k, skip_bad, instance_classes = args
     out = _empty(split, k)
     boxes = []
     for s in samples:
         try:
-            pixels, b, size = _sample_stats(s, k)
+            pixels, b, size = _sample_stats(s, k, instance_classes)
         except DataError as exc:
             if not skip_bad:
                 raise
@@ -281,7 +291,7 @@ def _chunk_stats(args: tuple[list[Sample], str, int, bool]) -> SplitStats:
 
 
 def _cache_key(root: Path, split: str, samples: Sequence[Sample], cfg: DataConfig,
-               shard: tuple[int, int] | None, k: int) -> str:
+               shard: tuple[int, int] | None, k: int, instance_classes: frozenset[int] = frozenset()) -> str:
     files = []
     for s in samples:
         for p in (s.labelids, s.instanceids):
@@ -291,7 +301,7 @@ def _cache_key(root: Path, split: str, samples: Sequence[Sample], cfg: DataConfi
             except FileNotFoundError:
                 files.append("missing")
     return sha256_json({"v": STATS_VERSION, "root": str(root), "split": split, "k": k, "shard": shard,
-                        "skip_bad": cfg.skip_bad, "keys": [s.key for s in samples], "files": files})
+                        "skip_bad": cfg.skip_bad, "instance_classes": sorted(instance_classes), "keys": [s.key for s in samples], "files": files})
 
 
 def _workers(workers: int) -> int:
@@ -314,8 +324,9 @@ def compute_stats(root: str | os.PathLike, split: str, *, config: DataConfig | N
     ``config.skip_bad`` (then they are counted in ``skipped`` with a warning).
     """
     cfg = config or DataConfig()
-    root = paths.resolve_data_root(root).resolve()
-    k = Ontology.load(root).num_classes
+    root = resolve_data_root(root).resolve()
+    ontology = Ontology.load(root)
+    k, instance_classes = ontology.num_classes, ontology.instance_classes
     samples = index_split(root, split, cameras=cfg.cameras, exclude_scenarios=cfg.exclude_scenarios,
                           limit=cfg.limit)
     if samples[0].labelids is None:
@@ -327,7 +338,8 @@ def compute_stats(root: str | os.PathLike, split: str, *, config: DataConfig | N
         samples = samples[i::n]
     cache = None
     if use_cache:
-        cache = paths.home() / "stats-cache" / f"{_cache_key(root, split, samples, cfg, shard, k)[:32]}.npz"
+        key = _cache_key(root, split, samples, cfg, shard, k, instance_classes)
+        cache = paths.home() / "stats-cache" / f"{key[:32]}.npz"
     if cache is not None and cache.exists():
         try:
             return SplitStats.load(cache)
@@ -335,7 +347,7 @@ def compute_stats(root: str | os.PathLike, split: str, *, config: DataConfig | N
             pass  # unreadable cache: recompute
     nproc = min(_workers(workers), max(1, len(samples)))
     chunk = max(1, min(32, len(samples) // (nproc * 4) or 1))
-    jobs = [(samples[j:j + chunk], split, k, cfg.skip_bad) for j in range(0, len(samples), chunk)]
+    jobs = [(samples[j:j + chunk], split, k, cfg.skip_bad, instance_classes) for j in range(0, len(samples), chunk)]
     parts: list[SplitStats] = []
     with tqdm(total=len(samples), desc=f"stats {split}", unit="img", disable=not progress) as bar:
         if nproc == 1:
@@ -358,3 +370,19 @@ def compute_stats(root: str | os.PathLike, split: str, *, config: DataConfig | N
         except OSError as exc:  # a read-only home must not lose the computed result
             warnings.warn(f"{cache}: cannot write the statistics cache ({exc})", stacklevel=2)
     return stats
+
+
+def format_stats(stats: SplitStats, ontology: Ontology) -> str:
+    """A text table of a split's statistics: per class (most pixels first) pixel and image shares,
+    regions and the median box (what ``goose stats`` prints)."""
+    d = stats.to_dict()
+    lines = [f"split {stats.split}: {stats.samples} samples, {d['box_count']} boxes, sizes {d['image_sizes']}",
+             f"{'id':>3} {'class':<20} {'pixels %':>9} {'images %':>9} {'regions':>8}  median box"]
+    for c in np.argsort(-stats.pixel_counts, kind="stable"):
+        if stats.pixel_counts[c] == 0:
+            continue
+        box = (f"{d['box_median_width'][c]:.0f}x{d['box_median_height'][c]:.0f}"
+               if d["box_median_width"][c] is not None else "-")
+        lines.append(f"{c:>3} {ontology.names[c]:<20} {100 * stats.pixel_share[c]:>9.3f} "
+                     f"{100 * stats.image_share[c]:>9.1f} {stats.instance_counts[c]:>8}  {box}")
+    return "\n".join(lines)

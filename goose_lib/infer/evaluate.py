@@ -116,7 +116,7 @@ class EvalResult:
 
     def category_confusion(self, mode: str) -> np.ndarray:
         """(G, G) category confusion of ``mode`` under the protocol."""
-        return category_counts(apply_protocol(self.counts[mode], self.protocol), self.ontology)
+        return category_counts(apply_protocol(self.counts[mode], self.protocol, self.ontology), self.ontology)
 
     def to_dict(self) -> dict[str, Any]:
         return {"protocol": self.protocol.void, "images": int(self.per_image["key"].nunique()),
@@ -166,6 +166,7 @@ def evaluate(model: torch.nn.Module, dataset: Sequence[Mapping[str, Any]], modes
         raise ValueError("evaluate: no inference modes given")
     ontology = ontology or getattr(dataset, "ontology", None) or Ontology.load()
     k = ontology.num_classes
+    dropped = protocol.dropped_classes(ontology)
     totals = {name: ConfusionMatrix(k) for name in modes}
     rows: list[dict[str, Any]] = []
     bins = np.asarray(list(boundary_bins), dtype=np.float64) if boundary_bins is not None else None
@@ -190,8 +191,8 @@ def evaluate(model: torch.nn.Module, dataset: Sequence[Mapping[str, Any]], modes
                 raise ValueError(f"{where or key}: item has no label; evaluate needs a labelled split")
             if bins is not None:
                 valid = label != IGNORE_INDEX
-                if protocol.void == "ignore_void":
-                    valid &= label != 0
+                if dropped:
+                    valid &= ~np.isin(label, dropped)
                 bin_of = np.digitize(boundary_distance(label), bins, right=True)
                 b_pixels += np.bincount(bin_of[valid], minlength=nb)
             shared: dict = {}  # the stretched SxS view, common to the modes, runs once per image
@@ -201,8 +202,9 @@ def evaluate(model: torch.nn.Module, dataset: Sequence[Mapping[str, Any]], modes
                 seconds = time.perf_counter() - t
                 own = totals[name].update(pred, label, where=where)
                 s = compute_scores(own, ontology, protocol)
-                valid_px = int(apply_protocol(own, protocol).sum())
-                acc = float(np.trace(apply_protocol(own, protocol))) / valid_px if valid_px else float("nan")
+                kept = apply_protocol(own, protocol, ontology)
+                valid_px = int(kept.sum())
+                acc = float(np.trace(kept)) / valid_px if valid_px else float("nan")
                 rows.append({"key": key, "mode": name, "miou": s.miou, "category_miou": s.category_miou,
                              "composite": s.composite, "accuracy": acc, "pixels": valid_px,
                              "windows": count_windows(*label.shape, int(model.image_size), cfg),
@@ -232,33 +234,3 @@ def evaluate(model: torch.nn.Module, dataset: Sequence[Mapping[str, Any]], modes
         per_image=pd.DataFrame(rows, columns=["key", "mode", "miou", "category_miou", "composite", "accuracy",
                                               "pixels", "windows", "seconds"]),
         ontology=ontology, boundary=boundary, predictions=result_preds, image_counts=image_counts, reads=reads)
-
-
-def load_model(checkpoint: str | os.PathLike, *, device: str = "auto", seed: int = 0) -> tuple[torch.nn.Module, str]:
-    """A student for evaluation and a description of what it is.
-
-    ``checkpoint``: a student checkpoint folder (``save_student``), a training run folder (its
-    newest checkpoint, via ``latest.json``), or ``""`` = an UNTRAINED student (random decoder,
-    seeded) on the embedded tiny SAM3 encoder — a smoke-test baseline, not a result.
-    """
-    from goose_lib.paths import resolve_device
-    from goose_lib.train.checkpoint import find_latest, load_student
-
-    dev = resolve_device(device)
-    if str(checkpoint) in ("", "untrained"):
-        from goose_lib.models.student import StudentConfig, build_student
-
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = build_student(StudentConfig(), device=dev)
-        return model.eval(), f"UNTRAINED student (random decoder, seed {seed}) on the embedded tiny SAM3 encoder"
-    path = Path(checkpoint).expanduser()
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: student checkpoint folder does not exist")
-    if not (path / "run.json").is_file():
-        latest = find_latest(path)
-        if latest is None:
-            raise FileNotFoundError(f"{path}: neither a student checkpoint (run.json) nor a training run "
-                                    f"folder with checkpoints (latest.json)")
-        path = latest
-    return load_student(path, device=dev), f"student checkpoint {path}"

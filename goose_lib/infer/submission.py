@@ -3,6 +3,16 @@
 Layout (2025 edition): one 8-bit single-channel PNG ``<scenario>/<stem>_labelids.png`` per image
 of the split, mirroring ``images/<split>/<scenario>/<stem>_<camera>.png``; pixel = class id
 0..63. The zip holds exactly these entries at its top level (no enclosing folder).
+Source: the challenge's submission instructions of the 2025 edition as summarised in
+``shared/goose/README.md`` ("a zip mirroring the test folder tree with one
+``<stem>_labelids.png`` per test image"); the 2026 instructions are not available here.
+
+Several roots / splits in one submission (the 2026 test set is GOOSE test + GOOSE-Ex test, 1,815
+images): pass ``sources=[Source(goose_root, "test"), Source(goose_ex_root, "test")]``. The zip
+then holds the *union* of their trees, each mirrored as above (their scenario folders do not
+collide; two images mapping to one entry are an error naming both); ``Source.prefix`` puts a
+source's tree under a folder (e.g. ``"goose_ex/"``) should the organisers ask for that. The
+validator checks the union: every image of every source exactly once, nothing else.
 """
 
 from __future__ import annotations
@@ -12,7 +22,7 @@ import io
 import os
 import tempfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,14 +55,58 @@ class Expected:
     label: Path | None
 
 
+@dataclass(frozen=True)
+class Source:
+    """One root and split of a submission; its entries go under ``prefix`` (``""`` = top level)."""
+
+    root: str
+    split: str = "test"
+    prefix: str = ""
+
+    def __post_init__(self) -> None:
+        if self.prefix and (not self.prefix.endswith("/") or self.prefix.startswith("/") or ".." in self.prefix):
+            raise ValueError(f"Source.prefix must be a relative folder ending in '/', got {self.prefix!r}")
+
+
+def _sources(root: str | os.PathLike | None, split: str, sources: Sequence[Source] | None) -> list[Source]:
+    if sources:
+        return list(sources)
+    if root is None:
+        raise ValueError("give a root (and split) or sources")
+    return [Source(os.fspath(root), split)]
+
+
+def _describe(sources: Sequence[Source]) -> str:
+    return " + ".join(f"{s.root} {s.split}" for s in sources)
+
+
+def expected_union(sources: Sequence[Source], *, config: DataConfig | None = None) -> dict[str, Expected]:
+    """{entry name: Expected} over every source (see module doc); colliding names are an error."""
+    out: dict[str, Expected] = {}
+    for src in sources:
+        for name, exp in expected_predictions(src.root, src.split, config=config).items():
+            full = src.prefix + name
+            if full in out:
+                raise SubmissionError(f"{exp.image}: same submission entry {full} as {out[full].image}; "
+                                      "give the sources distinct prefixes")
+            out[full] = Expected(full, exp.image, exp.label)
+    return out
+
+
+def _num_classes(sources: Sequence[Source]) -> int:
+    from goose_lib.data.embedded import load_ontology
+
+    counts = {s.root: load_ontology(s.root).num_classes for s in sources}
+    if len(set(counts.values())) > 1:
+        raise SubmissionError(f"the sources' class tables differ in size: {counts}")
+    return next(iter(counts.values()))
+
+
 def expected_predictions(root: str | os.PathLike, split: str, *, config: DataConfig | None = None
                          ) -> dict[str, Expected]:
     """{``<scenario>/<stem>_labelids.png``: Expected} for every image of the split."""
     from goose_lib.data.layout import index_split
-    from goose_lib.paths import resolve_data_root
-
     config = config or DataConfig()
-    root = resolve_data_root(root)
     out: dict[str, Expected] = {}
     for s in index_split(root, split, cameras=config.cameras, exclude_scenarios=config.exclude_scenarios,
                          limit=config.limit):
@@ -89,7 +143,7 @@ def _entries(path: Path) -> Iterator[tuple[str, bytes | Path]]:
     """(relative name, bytes or file path) of every file in a zip or folder."""
     if path.is_dir():
         for f in sorted(path.rglob("*")):
-            if f.is_file() and f.name != MANIFEST:
+            if f.is_file() and not f.name.startswith("."):  # the manifest, provenance records
                 yield f.relative_to(path).as_posix(), f
         return
     try:
@@ -108,7 +162,7 @@ def _raise(path: Path, problems: list[str]) -> None:
         raise SubmissionError(f"{path}: {len(problems)} problem(s):\n  {listed}{more}")
 
 
-def _check(path: Path, expected: dict[str, Expected], num_classes: int, split: str, *,
+def _check(path: Path, expected: dict[str, Expected], num_classes: int, what: str, *,
            progress: bool = False) -> Iterator[tuple[Expected, np.ndarray]]:
     """Validate every entry of ``path`` against ``expected``; yield (expected, prediction) pairs.
 
@@ -128,8 +182,8 @@ def _check(path: Path, expected: dict[str, Expected], num_classes: int, split: s
         seen.add(name)
         exp = expected.get(name)
         if exp is None:
-            problems.append(f"{where}: unexpected file (no image images/{split}/"
-                            f"{name.replace(PRED_SUFFIX, '_<camera>.png')})")
+            problems.append(f"{where}: unexpected file (no image <scenario>/"
+                            f"{name.rsplit('/', 1)[-1].replace(PRED_SUFFIX, '_<camera>.png')} in {what})")
             continue
         arr, err = _decode_prediction(data, where, num_classes)
         if err is not None:
@@ -147,39 +201,46 @@ def _check(path: Path, expected: dict[str, Expected], num_classes: int, split: s
     _raise(path, problems)
 
 
-def validate_submission(path: str | os.PathLike, root: str | os.PathLike, *, split: str = "test",
-                        config: DataConfig | None = None, progress: bool = False) -> int:
-    """Check a submission zip (or folder): every image of the split has exactly one prediction of
-    the image's size with valid ids, and nothing else is in it. Returns the number of predictions;
-    raises :class:`SubmissionError` naming every bad, missing or unexpected file."""
-    from goose_lib.paths import resolve_data_root
+def validate_submission(path: str | os.PathLike, root: str | os.PathLike | None = None, *, split: str = "test",
+                        config: DataConfig | None = None, progress: bool = False,
+                        sources: Sequence[Source] | None = None) -> int:
+    """Check a submission zip (or folder): every image of the split (of every source in
+    ``sources``, instead of ``root``/``split``) has exactly one prediction of the image's size with
+    valid ids, and nothing else is in it. Returns the number of predictions; raises
+    :class:`SubmissionError` naming every bad, missing or unexpected file."""
+    srcs = _sources(root, split, sources)
+    expected = expected_union(srcs, config=config)
+    return sum(1 for _ in _check(Path(path), expected, _num_classes(srcs), _describe(srcs), progress=progress))
 
-    root = resolve_data_root(root)
+
+def prediction_counts(pred: str | os.PathLike, root: str | os.PathLike, *, split: str = "val",
+                      config: DataConfig | None = None, progress: bool = False) -> tuple[np.ndarray, Ontology]:
+    """The raw (K, K) confusion matrix of predictions in the submission layout (folder or zip)
+    against the split's labels, and the ontology it was counted with (score it under any protocol).
+
+    Missing, extra, unreadable or wrong-size predictions raise :class:`SubmissionError` naming
+    the files (nothing is scored then)."""
+    from goose_lib.data.decode import read_label
+    from goose_lib.data.embedded import load_ontology
+
+    ontology = load_ontology(root)
     expected = expected_predictions(root, split, config=config)
-    n_classes = Ontology.load(root).num_classes
-    return sum(1 for _ in _check(Path(path), expected, n_classes, split, progress=progress))
+    if any(e.label is None for e in expected.values()):
+        raise SubmissionError(f"{root}: split {split!r} has no labels to score against")
+    cm = ConfusionMatrix(ontology.num_classes)
+    for exp, arr in _check(Path(pred), expected, ontology.num_classes, f"{root} {split}", progress=progress):
+        assert exp.label is not None
+        cm.update(arr, read_label(exp.label, ontology.num_classes), where=str(exp.label))
+    return cm.counts, ontology
 
 
 def score_predictions(pred: str | os.PathLike, root: str | os.PathLike, *, split: str = "val",
                       protocol: EvalProtocol = DEFAULT_PROTOCOL, config: DataConfig | None = None,
                       progress: bool = False) -> Scores:
-    """Score predictions in the submission layout (folder or zip) against the split's labels.
-
-    Missing, extra, unreadable or wrong-size predictions raise :class:`SubmissionError` naming
-    the files (nothing is scored then)."""
-    from goose_lib.data.dataset import read_label
-    from goose_lib.paths import resolve_data_root
-
-    root = resolve_data_root(root)
-    ontology = Ontology.load(root)
-    expected = expected_predictions(root, split, config=config)
-    if any(e.label is None for e in expected.values()):
-        raise SubmissionError(f"{root}: split {split!r} has no labels to score against")
-    cm = ConfusionMatrix(ontology.num_classes)
-    for exp, arr in _check(Path(pred), expected, ontology.num_classes, split, progress=progress):
-        assert exp.label is not None
-        cm.update(arr, read_label(exp.label, ontology.num_classes), where=str(exp.label))
-    return compute_scores(cm.counts, ontology, protocol)
+    """Score predictions in the submission layout (folder or zip) against the split's labels
+    (:func:`prediction_counts` reduced under ``protocol``)."""
+    counts, ontology = prediction_counts(pred, root, split=split, config=config, progress=progress)
+    return compute_scores(counts, ontology, protocol)
 
 
 def _png(arr: np.ndarray) -> bytes:
@@ -200,10 +261,12 @@ def model_fingerprint(model: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-def write_predictions(model: torch.nn.Module, root: str | os.PathLike, out_dir: str | os.PathLike, *,
+def write_predictions(model: torch.nn.Module, root: str | os.PathLike | None, out_dir: str | os.PathLike, *,
                       split: str = "test", tta: TTAConfig = DEFAULT_TTA, config: DataConfig | None = None,
-                      shard: tuple[int, int] | None = None, progress: bool = True) -> Path:
+                      shard: tuple[int, int] | None = None, progress: bool = True,
+                      sources: Sequence[Source] | None = None) -> Path:
     """Predict every image of ``split`` into ``out_dir`` in the submission layout. Returns ``out_dir``.
+    ``sources`` instead of ``root``/``split``: the union of several (module doc).
 
     ``shard=(i, n)`` predicts only images i, i+n, ... (sorted order), so the tasks of a cluster
     job array can share one ``out_dir``; score the union with :func:`score_predictions`.
@@ -213,11 +276,14 @@ def write_predictions(model: torch.nn.Module, root: str | os.PathLike, out_dir: 
     with another model / TTA / split starts afresh. A non-empty folder without that record is
     refused (it is not ours to overwrite).
     """
-    from goose_lib.data.dataset import read_image
+    from goose_lib.data.decode import read_image
 
     out = Path(out_dir)
-    expected = expected_predictions(root, split, config=config)
-    manifest = {"model": model_fingerprint(model), "tta": to_dict(tta), "split": split}
+    srcs = _sources(root, split, sources)
+    expected = expected_union(srcs, config=config)
+    manifest: dict = {"model": model_fingerprint(model), "tta": to_dict(tta), "split": split}
+    if sources:
+        manifest = {"model": manifest["model"], "tta": manifest["tta"], "sources": [to_dict(s) for s in srcs]}
     record = out / MANIFEST
     if record.is_file():
         if read_json(record) != manifest:
@@ -234,7 +300,7 @@ def write_predictions(model: torch.nn.Module, root: str | os.PathLike, out_dir: 
         items = list(expected.items())
         if shard is not None:
             items = items[shard[0]::shard[1]]
-        for name, exp in tqdm(items, desc=f"predict {split}", disable=not progress):
+        for name, exp in tqdm(items, desc=f"predict {_describe(srcs)}", disable=not progress):
             target = out / name
             if target.is_file():
                 continue
@@ -261,17 +327,19 @@ def zip_predictions(pred_dir: str | os.PathLike, out: str | os.PathLike) -> Path
     return out
 
 
-def write_submission(model: torch.nn.Module, root: str | os.PathLike, out: str | os.PathLike, *,
+def write_submission(model: torch.nn.Module, root: str | os.PathLike | None, out: str | os.PathLike, *,
                      split: str = "test", tta: TTAConfig = DEFAULT_TTA, config: DataConfig | None = None,
-                     work_dir: str | os.PathLike | None = None, progress: bool = True) -> Path:
-    """Predict ``split``, zip it to ``out`` and validate the zip; returns ``out``.
+                     work_dir: str | os.PathLike | None = None, progress: bool = True,
+                     sources: Sequence[Source] | None = None) -> Path:
+    """Predict ``split`` (or every source of ``sources``), zip it to ``out`` and validate the zip
+    (the union, for several sources); returns ``out``.
 
     Predictions are staged in ``work_dir`` (default ``<out without .zip>_predictions``), which
     makes an interrupted run resumable; delete it to predict afresh (e.g. with another model).
     """
     out = Path(out)
     work = Path(work_dir) if work_dir is not None else out.with_name(out.stem + "_predictions")
-    write_predictions(model, root, work, split=split, tta=tta, config=config, progress=progress)
+    write_predictions(model, root, work, split=split, tta=tta, config=config, progress=progress, sources=sources)
     zip_predictions(work, out)
-    validate_submission(out, root, split=split, config=config)
+    validate_submission(out, root, split=split, config=config, sources=sources)
     return out

@@ -11,7 +11,9 @@ The model takes float (B, 3, S, S) in [-1, 1] (``model.image_size == S``) and re
   ``round(s*H) x round(s*W)`` (the image's own resolution, zoomed). The canvas is covered by
   S x S windows (a sliding window with ``overlap`` where the canvas is larger than S, the last
   window aligned with the far edge; zero padding — mid-grey after normalisation — where it is
-  smaller). Overlapping window logits are averaged, softmax gives the scale's probabilities,
+  smaller). Overlapping window logits are averaged (flat, or weighted by a Gaussian centred on
+  each window with ``blend="gaussian"``, which trusts window centres over their borders), softmax
+  gives the scale's probabilities,
   which are averaged over scales (and the mirrored canvases with ``flip``) at a working
   resolution (the image's, capped at the largest canvas) and resized once to the image's.
   With ``scales=(1.0,)``, ``base="stretch"`` the canvas is S x S: one window, no padding, the
@@ -25,56 +27,12 @@ C x canvas pixels (float32) and C x working-resolution probabilities are held.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-TTAMode = Literal["single", "multiscale"]
-CanvasBase = Literal["stretch", "native"]
-
-
-@dataclass(frozen=True)
-class TTAConfig:
-    """How one image is turned into per-pixel class probabilities (see the module docstring)."""
-
-    scales: tuple[float, ...] = (1.0,)  # canvas scales ("multiscale"); must be (1.0,) for "single"
-    flip: bool = False  # also average the horizontally mirrored image
-    overlap: float = 1 / 3  # fraction of a window shared with its neighbour, in [0, 1)
-    window_batch: int = 4  # windows per forward pass (bounds memory)
-    mode: TTAMode = "single"
-    base: CanvasBase = "stretch"  # canvas at scale 1: "stretch" = S x S, "native" = H x W
-    autocast: Literal["off", "bfloat16", "float16"] = "off"  # mixed-precision forward passes (GPU)
-
-    def __post_init__(self) -> None:
-        if not self.scales or any(not (s > 0) for s in self.scales):
-            raise ValueError(f"scales must be a non-empty tuple of positive numbers, got {self.scales}")
-        if self.mode == "single" and tuple(self.scales) != (1.0,):
-            raise ValueError(f"mode='single' stretches the whole image once; scales {self.scales} "
-                             f"need mode='multiscale'")
-        if not 0.0 <= self.overlap < 1.0:
-            raise ValueError(f"overlap must be in [0, 1), got {self.overlap}")
-        if self.window_batch < 1:
-            raise ValueError(f"window_batch must be >= 1, got {self.window_batch}")
-        if self.mode not in ("single", "multiscale"):
-            raise ValueError(f"mode must be 'single' or 'multiscale', got {self.mode!r}")
-        if self.autocast not in ("off", "bfloat16", "float16"):
-            raise ValueError(f"autocast must be 'off', 'bfloat16' or 'float16', got {self.autocast!r}")
-        if self.base not in ("stretch", "native"):
-            raise ValueError(f"base must be 'stretch' or 'native', got {self.base!r}")
-
-    @property
-    def name(self) -> str:
-        """Short label, e.g. ``single``, ``single+flip``, ``ms0.75-1-1.25+flip``."""
-        core = "single" if self.mode == "single" else "ms" + "-".join(f"{s:g}" for s in self.scales)
-        if self.mode == "multiscale" and self.base == "native":
-            core += "@native"
-        return core + ("+flip" if self.flip else "")
-
-
-DEFAULT_TTA = TTAConfig()  # single-scale, no flip
+from goose_lib.infer.config import DEFAULT_TTA, CanvasBase, TTABlend, TTAConfig, TTAMode  # noqa: F401
 
 
 def window_starts(length: int, size: int, overlap: float) -> list[int]:
@@ -155,8 +113,19 @@ def _forward(model: torch.nn.Module, batch: torch.Tensor, cfg: TTAConfig) -> tor
     return out.float()
 
 
+def window_weights(size: int, cfg: TTAConfig, device: torch.device | None = None) -> torch.Tensor:
+    """(S, S) weight of each window pixel in the average: ones (``flat``), or a Gaussian centred on
+    the window with standard deviation ``blend_sigma * S`` per axis (``gaussian``; inf sigma = ones)."""
+    if cfg.blend == "flat":
+        return torch.ones((size, size), device=device)
+    centre = torch.arange(size, device=device, dtype=torch.float64) + 0.5 - size / 2
+    g = torch.exp(-0.5 * (centre / (cfg.blend_sigma * size)) ** 2)
+    return (g[:, None] * g[None, :]).float()
+
+
 def _canvas_logits(model: torch.nn.Module, canvas: torch.Tensor, size: int, cfg: TTAConfig) -> torch.Tensor:
-    """Average of overlapping window logits over a (1,3,h,w) normalised canvas -> (1,C,h,w)."""
+    """Weighted average (:func:`window_weights`) of overlapping window logits over a (1,3,h,w)
+    normalised canvas -> (1,C,h,w)."""
     _, _, h, w = canvas.shape
     boxes = [(y, x) for y in window_starts(h, size, cfg.overlap) for x in window_starts(w, size, cfg.overlap)]
     if len(boxes) == 1:  # one window: pad to S x S if needed, crop the logits back
@@ -165,6 +134,7 @@ def _canvas_logits(model: torch.nn.Module, canvas: torch.Tensor, size: int, cfg:
         return _forward(model, F.pad(canvas, (0, size - w, 0, size - h)), cfg)[:, :, :h, :w]
     acc: torch.Tensor | None = None
     count = torch.zeros((1, 1, h, w), device=canvas.device)
+    weight = window_weights(size, cfg, canvas.device)
     for i in range(0, len(boxes), cfg.window_batch):
         chunk = boxes[i:i + cfg.window_batch]
         batch = torch.zeros((len(chunk), 3, size, size), device=canvas.device)  # 0 = mid-grey padding
@@ -176,8 +146,9 @@ def _canvas_logits(model: torch.nn.Module, canvas: torch.Tensor, size: int, cfg:
             acc = torch.zeros((1, logits.shape[1], h, w), device=canvas.device)
         for j, (y, x) in enumerate(chunk):
             hh, ww = min(size, h - y), min(size, w - x)
-            acc[0, :, y:y + hh, x:x + ww] += logits[j, :, :hh, :ww]
-            count[0, :, y:y + hh, x:x + ww] += 1
+            wj = weight[:hh, :ww]
+            acc[0, :, y:y + hh, x:x + ww] += logits[j, :, :hh, :ww] * wj
+            count[0, :, y:y + hh, x:x + ww] += wj
     assert acc is not None
     return acc.div_(count)
 
@@ -189,8 +160,11 @@ def _low_res_probs(model: torch.nn.Module, image: np.ndarray | torch.Tensor, cfg
 
     ``shared``: {(flip, autocast): probabilities of the stretched S x S view}; that view (single mode, and
     scale 1 of multiscale with base "stretch") is one identical forward pass in every mode, so
-    modes predicting the same image with one ``shared`` dict run it once.
+    modes predicting the same image with one ``shared`` dict run it once. A model with its own
+    ``low_res_probs`` (an :class:`~goose_lib.infer.ensemble.Ensemble`) computes them itself.
     """
+    if hasattr(model, "low_res_probs"):
+        return model.low_res_probs(image, cfg, shared)
     size = int(model.image_size)
     device = _model_device(model)
     x = _image_tensor(image, device)

@@ -112,9 +112,8 @@ DECODERS = {"fpn": FPNDecoder, "upernet": UPerNetDecoder}
 def build_decoder(name: str, in_channels: int, num_classes: int, *, channels: int, dropout: float,
                   pool_scales: Sequence[int] = (1, 2, 3, 6), num_levels: int = 4) -> nn.Module:
     """The decoder called ``name`` ("fpn" | "upernet")."""
-    if name == "fpn":
-        return FPNDecoder(in_channels, num_classes, channels=channels, num_levels=num_levels, dropout=dropout)
-    if name == "upernet":
-        return UPerNetDecoder(in_channels, num_classes, channels=channels, num_levels=num_levels,
-                              pool_scales=pool_scales, dropout=dropout)
-    raise ValueError(f"unknown decoder {name!r}; choose one of {sorted(DECODERS)}")
+    if name not in DECODERS:
+        raise ValueError(f"unknown decoder {name!r}; choose one of {sorted(DECODERS)}")
+    extra = {"pool_scales": pool_scales} if name == "upernet" else {}
+    return DECODERS[name](in_channels, num_classes, channels=channels, num_levels=num_levels, dropout=dropout,
+                          **extra)

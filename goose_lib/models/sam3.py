@@ -1,5 +1,8 @@
-"""SAM3 adapter: strict loading of the vision encoder and the promptable tracker, the embedded
-tiny checkpoint, checkpoint fingerprints and SAM3 preprocessing, all on transformers' own classes.
+"""SAM3 adapter: strict loading of the vision encoder and the promptable tracker, checkpoint
+fingerprints, a copy of a checkpoint with some tensors replaced, and SAM3 preprocessing, all on
+transformers' own classes. Every function taking a checkpoint accepts a ``sam3_checkpoint`` value
+(a folder or an embedded name, resolved by :mod:`goose_lib.models.embedded`); the embedded tiny
+checkpoint itself is built by :mod:`goose_lib.models.tiny`.
 
 Checkpoint folders hold ``config.json`` and safetensors weights (``model.safetensors`` or a
 sharded ``model.safetensors.index.json``). Accepted weight layouts for the vision encoder:
@@ -19,8 +22,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,21 +31,12 @@ import torch.nn.functional as F
 
 from goose_lib import paths
 from goose_lib.io import atomic_dir, atomic_write_json, read_json, sha256_file, sha256_json
+from goose_lib.models import embedded
+from goose_lib.models.sam3_keys import CheckpointError, match_vision_keys, tracker_key_problems
+from goose_lib.models.sam3_keys import short as _short
 
-TINY_NAME = "tiny-sam3-v1"
-_ANCHOR = "backbone.embeddings.patch_embeddings.projection.weight"
-# (layout name, [(prefix in the file, prefix in Sam3VisionModel)]); the first whose anchor exists wins.
-_LAYOUTS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
-    ("facebook/sam3", (("detector_model.vision_encoder.", ""),)),
-    ("Sam3TrackerModel", (("tracker_model.detector_model.vision_encoder.", ""),
-                          ("tracker_model.tracker_neck.", "neck."))),
-    ("Sam3Model", (("vision_encoder.", ""),)),
-    ("Sam3VisionModel", (("", ""),)),
-)
-
-
-class CheckpointError(ValueError):
-    """A SAM3 checkpoint folder that cannot be loaded as asked (names the folder and the keys)."""
+__all__ = ["CheckpointError", "checkpoint_fingerprint", "describe", "file_shapes", "load_tracker",
+           "load_vision_encoder", "preprocess", "read_vision_config", "save_tracker_copy"]
 
 
 # --- preprocessing -------------------------------------------------------------------------------
@@ -132,7 +124,7 @@ def read_vision_config(path: str | os.PathLike) -> Any:
     """The ``Sam3VisionConfig`` of a checkpoint folder (no weights read)."""
     from transformers import Sam3VisionConfig
 
-    path = Path(path)
+    path = embedded.resolve_sam3_checkpoint(path)
     vc = _vision_config_dict(path, _read_config(path))
     if "backbone_config" not in vc:
         raise CheckpointError(f"{path}: config.json has no vision_config.backbone_config")
@@ -148,32 +140,16 @@ def _check_image_size(path: Path, actual: int, wanted: int | None) -> None:
                               f"was asked; use image_size={actual} or a checkpoint built for {wanted}")
 
 
-def _short(keys: Sequence[str], n: int = 12) -> str:
-    keys = sorted(keys)
-    more = f" ... (+{len(keys) - n} more)" if len(keys) > n else ""
-    return ", ".join(keys[:n]) + more
-
-
-def _select_vision_weights(path: Path, files: list[Path]) -> tuple[str, dict[str, tuple[Path, str]]]:
-    """Pick the key layout and map Sam3VisionModel key -> (file, key in file)."""
+def file_shapes(files: list[Path]) -> dict[str, tuple[Path, tuple[int, ...]]]:
+    """``{key: (file, shape)}`` of safetensors files, from their headers (no tensor is read)."""
     from safetensors import safe_open
 
-    keys: dict[str, Path] = {}
+    out: dict[str, tuple[Path, tuple[int, ...]]] = {}
     for f in files:
         with safe_open(str(f), framework="pt") as sf:
-            keys.update(dict.fromkeys(sf.keys(), f))
-    for name, prefixes in _LAYOUTS:
-        if prefixes[0][0] + _ANCHOR not in keys:
-            continue
-        selected: dict[str, tuple[Path, str]] = {}
-        for key, file in keys.items():
-            for src, dst in prefixes:
-                if key.startswith(src):
-                    selected[dst + key[len(src):]] = (file, key)
-                    break
-        return name, selected
-    raise CheckpointError(f"{path}: no SAM3 vision encoder weights found (looked for "
-                          f"{[p[0][0] + _ANCHOR for _, p in _LAYOUTS]})")
+            for k in sf.keys():  # noqa: SIM118 - safe_open is not a dict
+                out[k] = (f, tuple(sf.get_slice(k).get_shape()))
+    return out
 
 
 def load_vision_encoder(path: str | os.PathLike, *, device: str | torch.device = "cpu",
@@ -187,35 +163,26 @@ def load_vision_encoder(path: str | os.PathLike, *, device: str | torch.device =
     from transformers import Sam3VisionModel
     from transformers.initialization import no_init_weights
 
-    path = Path(path)
+    path = embedded.resolve_sam3_checkpoint(path)
     config = read_vision_config(path)
     _check_image_size(path, config.image_size, image_size)
-    layout, selected = _select_vision_weights(path, _weight_files(path))
+    keys = file_shapes(_weight_files(path))
     # Skip random initialisation (~10 s for the real 454M encoder on a CPU): every parameter and
     # persistent buffer is overwritten by the strict load below; the non-persistent ones (RoPE
     # frequencies, position ids) are computed in __init__. (transformers patches torch.nn.init
     # while the block runs, as its own from_pretrained does.)
     with no_init_weights():
         model = Sam3VisionModel(config)
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(selected))
-    unexpected = sorted(selected[k][1] for k in set(selected) - set(expected))
-    if missing or unexpected:
-        raise CheckpointError(f"{path}: weights do not match the SAM3 vision encoder ({layout} layout): "
-                              f"missing {len(missing)} key(s) [{_short(missing)}]; "
-                              f"unexpected {len(unexpected)} key(s) [{_short(unexpected)}]")
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    _, selected = match_vision_keys(str(path), {k: s for k, (_, s) in keys.items()}, expected)
     state: dict[str, torch.Tensor] = {}
     by_file: dict[Path, list[str]] = {}
-    for k, (f, _) in selected.items():
-        by_file.setdefault(f, []).append(k)
+    for k, file_key in selected.items():
+        by_file.setdefault(keys[file_key][0], []).append(k)
     for f, ks in by_file.items():
         with safe_open(str(f), framework="pt") as sf:
             for k in ks:
-                state[k] = sf.get_tensor(selected[k][1])
-    bad = [f"{selected[k][1]} {tuple(v.shape)} != {tuple(expected[k].shape)}"
-           for k, v in state.items() if v.shape != expected[k].shape]
-    if bad:
-        raise CheckpointError(f"{path}: mis-shaped weights for the SAM3 vision encoder: {_short(bad)}")
+                state[k] = sf.get_tensor(selected[k])
     model.load_state_dict(state, strict=True)
     return model.to(device=device, dtype=dtype).eval()
 
@@ -229,20 +196,23 @@ def load_tracker(path: str | os.PathLike, *, device: str | torch.device = "cpu",
     """
     from transformers import Sam3TrackerModel
 
-    path = Path(path)
+    path = embedded.resolve_sam3_checkpoint(path)
     cfg = _read_config(path)
     if cfg.get("model_type") not in ("sam3_video", "sam3_tracker", "sam3_tracker_video"):
         raise CheckpointError(f"{path}: config.json has model_type {cfg.get('model_type')!r}; the tracker "
                               "needs a facebook/sam3 (sam3_video) or Sam3TrackerModel folder")
-    _weight_files(path)
+    files = _weight_files(path)
     try:
         # ignore_mismatched_sizes: report mis-shaped keys in ``info`` (raised below, by name)
         model, info = Sam3TrackerModel.from_pretrained(path, local_files_only=True, output_loading_info=True,
                                                        ignore_mismatched_sizes=True, dtype=dtype)
     except (OSError, RuntimeError, ValueError, KeyError) as exc:
         raise CheckpointError(f"{path}: cannot load the SAM3 tracker ({exc})") from exc
-    problems = {k: sorted(map(str, info.get(k) or [])) for k in ("missing_keys", "unexpected_keys",
-                                                                 "mismatched_keys")}
+    # transformers' own report, and the same check on the file's key -> shape table (sam3_keys),
+    # which the tests also run on the full-size facebook/sam3 key set
+    own = tracker_key_problems({k: s for k, (_, s) in file_shapes(files).items()}, model)
+    problems = {k: sorted(map(str, info.get(k) or [])) or own[k] for k in ("missing_keys", "unexpected_keys",
+                                                                          "mismatched_keys")}
     problems = {k: v for k, v in problems.items() if v}
     if problems or info.get("error_msgs"):
         detail = "; ".join(f"{k.replace('_', ' ')} {len(v)} [{_short(v)}]" for k, v in problems.items())
@@ -283,108 +253,46 @@ def _cached_sha256(file: Path) -> str:
 
 def checkpoint_fingerprint(path: str | os.PathLike) -> str:
     """sha256 over the folder's config.json (parsed) and the sha256 of each weight file."""
-    path = Path(path)
+    path = embedded.resolve_sam3_checkpoint(path)
     return sha256_json({"config": _read_config(path),
                         "weights": {f.name: _cached_sha256(f) for f in _weight_files(path)}})
 
 
-# --- the embedded tiny checkpoint --------------------------------------------------------------------
+def save_tracker_copy(base: str | os.PathLike, tensors: dict[str, torch.Tensor], out: str | os.PathLike) -> Path:
+    """Copy the checkpoint ``base`` to the folder ``out`` with ``tensors`` (tracker parameter name ->
+    tensor) replaced in the file's own key layout, so :func:`load_tracker` loads it strictly and
+    :func:`checkpoint_fingerprint` differs. Each name is matched to the one key of the weight file
+    that equals it or ends with ``.<name>`` (among several, the one under ``tracker_model.``);
+    written to a temporary folder, then renamed."""
+    from safetensors.torch import load_file, save_file
 
-def _tiny_video_config(image_size: int) -> Any:
-    from transformers import (
-        CLIPTextConfig,
-        Sam3Config,
-        Sam3TrackerVideoConfig,
-        Sam3VideoConfig,
-        Sam3VisionConfig,
-        Sam3ViTConfig,
-    )
-
-    patch, fpn = 14, 32
-    if image_size % patch or image_size < 4 * patch:
-        raise ValueError(f"tiny SAM3: image_size must be a multiple of {patch} and >= {4 * patch}, "
-                         f"got {image_size}")
-    g = image_size // patch
-
-    def vision() -> Sam3VisionConfig:
-        vit = Sam3ViTConfig(hidden_size=64, intermediate_size=256, num_hidden_layers=6, num_attention_heads=4,
-                            image_size=image_size, patch_size=patch, window_size=8, global_attn_indexes=[2, 5],
-                            pretrain_image_size=image_size)
-        return Sam3VisionConfig(backbone_config=vit, fpn_hidden_size=fpn,
-                                backbone_feature_sizes=[[4 * g, 4 * g], [2 * g, 2 * g], [g, g]])
-
-    small = {"hidden_size": fpn, "num_layers": 1, "num_attention_heads": 2, "intermediate_size": 64}
-    text = CLIPTextConfig(vocab_size=1000, hidden_size=32, intermediate_size=64, projection_dim=32,
-                          num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=32,
-                          bos_token_id=0, eos_token_id=1, pad_token_id=1)
-    detector = Sam3Config(vision_config=vision(), text_config=text, geometry_encoder_config=small,
-                          detr_encoder_config=small, detr_decoder_config={**small, "num_queries": 8},
-                          mask_decoder_config={"hidden_size": fpn, "num_attention_heads": 2})
-    tracker = Sam3TrackerVideoConfig(
-        vision_config=vision(), prompt_encoder_config={"hidden_size": fpn, "image_size": image_size, "patch_size": patch},
-        mask_decoder_config={"hidden_size": fpn, "mlp_dim": 64, "num_attention_heads": 2, "iou_head_hidden_dim": fpn},
-        memory_attention_hidden_size=fpn, memory_attention_num_layers=1,
-        memory_attention_feed_forward_hidden_size=64, memory_encoder_hidden_size=fpn,
-        memory_encoder_output_channels=16, mask_downsampler_embed_dim=fpn, memory_fuser_embed_dim=fpn,
-        memory_fuser_intermediate_dim=64, image_size=image_size)
-    return Sam3VideoConfig(detector_config=detector, tracker_config=tracker)
-
-
-def build_tiny_checkpoint(out: str | os.PathLike, *, image_size: int = 224, seed: int = 0,
-                          overwrite: bool = False) -> Path:
-    """Write a tiny randomly initialised SAM3 (detector + tracker) in the facebook/sam3 layout.
-
-    Built with transformers' ``Sam3VideoModel`` (ViT: hidden 64, 6 layers, 4 heads, window 8,
-    global layers 2 and 5; FPN 32): ``config.json`` + ``model.safetensors`` of its in-memory
-    state dict (not ``save_pretrained``, which writes ``tracker_model.tracker_model.*`` in 5.23).
-    The folder is written next to ``out`` and renamed into place. Returns ``out``.
-    """
-    from safetensors.torch import save_file
-    from transformers import Sam3VideoModel
-
-    out = Path(out)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(f"{out}: folder exists and is not empty; remove it or pass overwrite=True")
-    try:
-        config = _tiny_video_config(image_size)
-    except ValueError as exc:
-        raise ValueError(f"{out}: {exc}") from exc
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = Sam3VideoModel(config)
-    state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+    base, out = embedded.resolve_sam3_checkpoint(base), Path(out)
+    files = sorted(base.glob("*.safetensors"))
+    if len(files) != 1:
+        raise CheckpointError(f"{base}: a copy with replaced tensors supports one model.safetensors file, "
+                              f"found {[f.name for f in files]}")
+    state = load_file(str(files[0]))
+    for name, tensor in tensors.items():
+        cands = [k for k in state if k == name or k.endswith("." + name)]
+        if len(cands) > 1:
+            cands = [k for k in cands if k.startswith("tracker_model.")] or cands
+        if len(cands) != 1:
+            raise CheckpointError(f"{files[0]}: cannot place tensor {name!r} (candidates {cands[:4]})")
+        if tuple(state[cands[0]].shape) != tuple(tensor.shape):
+            raise CheckpointError(f"{files[0]}: key {cands[0]} has shape {tuple(state[cands[0]].shape)}, "
+                                  f"replacement {name} {tuple(tensor.shape)}")
+        state[cands[0]] = tensor.detach().to("cpu", state[cands[0]].dtype).contiguous()
     with atomic_dir(out) as tmp:
-        config.save_pretrained(tmp)
-        save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        for f in base.iterdir():
+            if f.is_file() and f.suffix != ".safetensors":
+                shutil.copy2(f, tmp / f.name)
+        save_file(state, str(tmp / files[0].name), metadata={"format": "pt"})
     return out
-
-
-def ensure_tiny_checkpoint() -> Path:
-    """The embedded default checkpoint, ``paths.home()/"tiny-sam3-v1"``, written on first use.
-
-    Safe against concurrent callers: each builds in its own temporary folder and renames it into
-    place; a loser of the race discards its copy.
-    """
-    final = paths.home() / TINY_NAME
-    if (final / "config.json").is_file() and (final / "model.safetensors").is_file():
-        return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{TINY_NAME}.build-"))
-    try:
-        build_tiny_checkpoint(tmp / TINY_NAME)
-        try:
-            os.rename(tmp / TINY_NAME, final)
-        except OSError as exc:  # another caller won the race, or a stale folder is in the way
-            if not (final / "model.safetensors").is_file():
-                raise CheckpointError(f"{final}: incomplete embedded checkpoint folder; delete it to rebuild "
-                                      "it") from exc
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return final
 
 
 def describe(path: str | os.PathLike) -> dict[str, Any]:
     """Summary of a checkpoint folder's vision encoder: image size, layers, hidden size, fingerprint."""
+    path = embedded.resolve_sam3_checkpoint(path)
     vc = read_vision_config(path)
     bb = vc.backbone_config
     return {"path": str(path), "image_size": int(vc.image_size), "num_layers": int(bb.num_hidden_layers),

@@ -8,49 +8,17 @@ checkpoint's image size. Output: class logits (B, num_classes, S, S).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from goose_lib import paths
 from goose_lib.config import ParameterError
+from goose_lib.models.config import StudentConfig
 from goose_lib.models.decoders import build_decoder
-
-DecoderName = Literal["fpn", "upernet"]
-
-
-@dataclasses.dataclass(frozen=True)
-class StudentConfig:
-    """The student architecture and what of it is trained."""
-
-    checkpoint: str = "embedded"  # SAM3 folder (facebook/sam3 layout or save_pretrained); "embedded" = tiny
-    decoder: DecoderName = "fpn"  # "fpn" (light, the method's) | "upernet" (heavier ablation)
-    frozen_layers: int = 0  # lower ViT layers frozen (the paper: 24 of 32); patch/pos embeddings always
-    num_classes: int = 64  # output classes (GOOSE: 64)
-    decoder_channels: int = 128  # width of the decoder
-    dropout: float = 0.1  # dropout before the classifier
-    grad_checkpointing: bool = False  # recompute each trainable ViT layer in backward (less memory)
-    image_size: int | None = None  # required input size; None = the checkpoint's (error if they differ)
-    pool_scales: tuple[int, ...] = (1, 2, 3, 6)  # UPerNet pyramid pooling scales
-
-    def __post_init__(self) -> None:
-        if self.frozen_layers < 0:
-            raise ValueError(f"frozen_layers must be >= 0, got {self.frozen_layers}")
-        if self.num_classes < 2:
-            raise ValueError(f"num_classes must be >= 2, got {self.num_classes}")
-        if self.decoder_channels < 8 or self.decoder_channels % 4:
-            raise ValueError(f"decoder_channels must be a multiple of 4 and >= 8, got {self.decoder_channels}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.image_size is not None and self.image_size < 1:
-            raise ValueError(f"image_size must be positive or None, got {self.image_size}")
-        if not self.pool_scales or min(self.pool_scales) < 1:
-            raise ValueError(f"pool_scales must be positive integers, got {self.pool_scales}")
 
 
 class Student(nn.Module):
@@ -139,7 +107,7 @@ def build_student(cfg: StudentConfig, *, device: str | torch.device = "cpu",
                   vision_config: Any = None) -> Student:
     """The student on ``device`` (float32, train mode).
 
-    ``vision_config`` None: the encoder is loaded strictly from ``cfg.checkpoint``. Given (a
+    ``vision_config`` None: the encoder is loaded strictly from ``cfg.sam3_checkpoint``. Given (a
     ``Sam3VisionConfig`` or its ``to_dict()``): architecture only, random weights - for loading a
     saved student checkpoint without the SAM3 folder.
     """
@@ -148,9 +116,8 @@ def build_student(cfg: StudentConfig, *, device: str | torch.device = "cpu",
     from goose_lib.models.sam3 import load_vision_encoder
 
     if vision_config is None:
-        path = paths.resolve_checkpoint(cfg.checkpoint)
-        encoder = load_vision_encoder(path, image_size=cfg.image_size)
-        source = os.fspath(path)
+        encoder = load_vision_encoder(cfg.sam3_checkpoint, image_size=cfg.image_size)
+        source = os.fspath(cfg.sam3_checkpoint)
     else:
         encoder = Sam3VisionModel(_vision_config(vision_config))
         source = "given vision_config"

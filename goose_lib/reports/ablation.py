@@ -27,7 +27,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from goose_lib.config import parse_shard  # noqa: F401 - part of the runner's API (--shard)
 from goose_lib.io import atomic_write_json, sha256_file, sha256_json
 from goose_lib.reports import provenance
 from goose_lib.reports.execute import (
@@ -37,6 +36,7 @@ from goose_lib.reports.execute import (
     clear_dir,
     effective_params,
     execute_run,
+    input_kinds,
     lock,
     read_record,
 )
@@ -123,7 +123,8 @@ def process_run(run: Run, reports_dir: str, upstream: Mapping[str, str], force: 
         try:
             params = resolve_params(run, root)
             check_params(run.notebook, params, registry=registry, types=True)
-            inputs = provenance.input_fingerprints(effective_params(run.notebook, params, registry), run_dir)
+            inputs = provenance.input_fingerprints(effective_params(run.notebook, params, registry), run_dir,
+                                                   kinds=input_kinds(run.notebook, registry))
         except (RunSpecError, FileNotFoundError, ValueError) as exc:
             return {**_write_marker(root, run, FAILED, str(exc)), "outcome": FAILED}
         key = run_key(run, params, inputs, upstream)
@@ -263,3 +264,35 @@ def run_single(notebook: Path, params: Mapping[str, Any], reports_dir: str | os.
 
         build_index(root)
     return record
+
+
+def summarise(results: Mapping[str, Mapping[str, Any]]) -> tuple[str, bool]:
+    """(one line per run: outcome, name, error or warnings; whether every run is ok or cached)."""
+    lines, ok = [], True
+    for name, rec in results.items():
+        outcome = rec.get("outcome", rec.get("status"))
+        good = outcome in (OK, CACHED)
+        ok &= good
+        err = f"  {rec['error']}" if rec.get("error") and not good else ""
+        lines.append(f"{outcome:8s} {name}{err}")
+        lines += [f"         warning: {w}" for w in (rec.get("warnings", []) if outcome == OK else [])]
+    return "\n".join(lines), ok
+
+
+def run_demo(reports_dir: str | os.PathLike, *, workers: int = 1, force: bool = False,
+             progress: bool = True) -> dict[str, dict[str, Any]]:
+    """The main job: vendor the offline widget renderer into ``reports_dir``, make sure the embedded
+    defaults exist (written on first use, said on stderr), and run ``ablations/paper.yaml``."""
+    import sys
+
+    from goose_lib.data.embedded import resolve_data_root
+    from goose_lib.models.embedded import resolve_sam3_checkpoint
+    from goose_lib.paths import EMBEDDED, repo_root
+    from goose_lib.reports.html import vendor
+    from goose_lib.reports.spec import load_spec
+
+    spec = load_spec(repo_root() / "ablations" / "paper.yaml")
+    vendor(Path(reports_dir), repo_root() / "vendor")
+    print(f"embedded data: {resolve_data_root(EMBEDDED)}", file=sys.stderr, flush=True)
+    print(f"embedded SAM3 checkpoint: {resolve_sam3_checkpoint(EMBEDDED)}", file=sys.stderr, flush=True)
+    return run_ablation(spec, reports_dir, workers=workers, force=force, progress=progress)

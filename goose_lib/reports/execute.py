@@ -126,6 +126,35 @@ def check_params(notebook: Path, params: Mapping[str, Any], *, registry: Mapping
             raise RunSpecError(f"{notebook}: {exc}") from exc
 
 
+def resumable_dirs(notebook: Path, run_dir: Path, params: Mapping[str, Any], effective: Mapping[str, Any],
+                   registry: Mapping[str, type] | None = None) -> tuple[str, ...]:
+    """Top-level folders of ``run_dir`` an interrupted attempt of the SAME run leaves for this one
+    to resume from (a killed or preempted training keeps its checkpoints): the parameter class's
+    ``RESUME_DIRS`` (relative to its ``out_dir``), kept only when the folder holds no completion
+    marker (the attempt was interrupted, not finished or failed) and the same parameters."""
+    cls = _registry(registry).get(notebook.stem)
+    dirs = getattr(cls, "RESUME_DIRS", ()) if cls is not None else ()
+    if not dirs or (run_dir / RECORD_FILE).exists() or not (run_dir / PARAMS_FILE).is_file():
+        return ()
+    try:
+        before = read_json(run_dir / PARAMS_FILE)
+    except (OSError, ValueError):
+        return ()
+    if before != {"notebook": str(notebook), "params": dict(params)}:
+        return ()
+    out = Path(str(effective.get("out_dir", ".")))
+    return tuple(Path(os.path.normpath(out / d)).parts[0] for d in dirs if not (out / d).is_absolute())
+
+
+def input_kinds(notebook: Path, registry: Mapping[str, type] | None = None) -> dict[str, Any]:
+    """The inputs the notebook's parameter class declares (``{name: kind}``, see
+    :func:`goose_lib.config.declared_inputs`); a notebook without a registered class has none."""
+    from goose_lib.config import declared_inputs
+
+    cls = _registry(registry).get(notebook.stem)
+    return declared_inputs(cls) if cls is not None else {}
+
+
 def effective_params(notebook: Path, params: Mapping[str, Any],
                      registry: Mapping[str, type] | None = None) -> dict[str, Any]:
     """The notebook's declared defaults overridden by ``params``: what the run really uses (inputs
@@ -149,12 +178,12 @@ def read_record(run_dir: str | os.PathLike) -> dict[str, Any] | None:
         return None
 
 
-def clear_dir(path: Path) -> None:
-    """Create ``path`` or empty it, keeping the folder itself and the log of a kernel pre-started
-    in it."""
+def clear_dir(path: Path, keep: tuple[str, ...] = ()) -> None:
+    """Create ``path`` or empty it, keeping the folder itself, the log of a kernel pre-started
+    in it and the children named in ``keep``."""
     path.mkdir(parents=True, exist_ok=True)
     for child in path.iterdir():
-        if child.name == KERNEL_LOG:
+        if child.name == KERNEL_LOG or child.name in keep:
             continue
         if child.is_dir() and not child.is_symlink():
             shutil.rmtree(child)
@@ -202,9 +231,9 @@ def execute_run(notebook: Path, run_dir: str | os.PathLike, params: Mapping[str,
     t0 = time.perf_counter()
     started = _now()
     run_dir = Path(run_dir).resolve()
-    clear_dir(run_dir)
     params = dict(params)
     effective = effective_params(notebook, params, registry)
+    clear_dir(run_dir, keep=resumable_dirs(notebook, run_dir, params, effective, registry))
     if seed is None:
         seed = effective.get("seed")
     atomic_write_json(run_dir / PARAMS_FILE, {"notebook": str(notebook), "params": params})
@@ -214,7 +243,7 @@ def execute_run(notebook: Path, run_dir: str | os.PathLike, params: Mapping[str,
     cells_s = 0.0
     try:
         if inputs is None:
-            inputs = provenance.input_fingerprints(effective, run_dir)
+            inputs = provenance.input_fingerprints(effective, run_dir, kinds=input_kinds(notebook, registry))
         km = kernels.take(run_dir) if kernels is not None else None
         if km is None:
             fresh = KernelPool(KERNEL_NAME)

@@ -78,6 +78,46 @@ def vendor(reports_dir: str | os.PathLike, vendor_dir: str | os.PathLike, *, npm
     return True
 
 
+STATE_MIME = "application/vnd.jupyter.widget-state+json"
+VIEW_MIME = "application/vnd.jupyter.widget-view+json"
+# model modules the vendored html-manager renders by itself; any other module would be fetched
+# from a CDN (no network: a broken page), so such models are left out of a report's widget state
+OFFLINE_MODULES = ("@jupyter-widgets/base", "@jupyter-widgets/controls", "@jupyter-widgets/output")
+
+
+def offline_widgets(nb: Any) -> Any:
+    """``nb``, or a copy without the widget models of third-party modules (e.g. the mask lab's
+    anywidget box editor): their state entries, the references other models hold to them and
+    their view outputs (which fall back to text) are removed; standard widgets are kept."""
+    import copy
+
+    state = nb.metadata.get("widgets", {}).get(STATE_MIME, {}).get("state") or {}
+    drop = {mid for mid, m in state.items() if m.get("model_module") not in OFFLINE_MODULES}
+    if not drop:
+        return nb
+    nb = copy.deepcopy(nb)
+    state = nb.metadata["widgets"][STATE_MIME]["state"]
+    refs = {f"IPY_MODEL_{mid}" for mid in drop}
+
+    def clean(v: Any) -> Any:
+        if isinstance(v, list):
+            return [clean(x) for x in v if not (isinstance(x, str) and x in refs)]
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        return None if isinstance(v, str) and v in refs else v
+
+    for mid in drop:
+        del state[mid]
+    for m in state.values():
+        m["state"] = clean(m.get("state", {}))
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            view = out.get("data", {}).get(VIEW_MIME)
+            if view and view.get("model_id") in drop:
+                del out["data"][VIEW_MIME]
+    return nb
+
+
 class HtmlReporter:
     """Writes run pages; holds one nbconvert ``HTMLExporter`` for the life of the process."""
 
@@ -101,6 +141,7 @@ class HtmlReporter:
             warnings.warn(f"{static_dir}: widget renderer not vendored; widget snapshots render "
                           f"blank (run `goose vendor`)", stacklevel=2)
             self._warned = True
+        nb = offline_widgets(nb)
         self._exporter.require_js_url = f"{rel}/{REQUIRE_JS}"
         self._exporter.widget_renderer_url = f"{rel}/{WIDGET_JS}"
         body, _ = self._exporter.from_notebook_node(nb, resources={"metadata": {"name": out_dir.name}})

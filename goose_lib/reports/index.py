@@ -1,14 +1,24 @@
-"""The comparison index of a reports folder: ``<reports>/index.html``.
+"""The comparison index of a reports folder: ``<reports>/index.html`` and ``<reports>/index.json``.
 
-One self-contained page (no CDN, no network): a sortable table of every run (status, notebook,
-key metrics — ``composite``, ``miou``, ``category_miou`` first, then any other numeric scalar the
-run recorded — each with its delta against the baseline run), bar plots of the main metrics
-across the compared variants (matplotlib PNG, base64), a per-class IoU comparison of any two
-runs (pure JS over the runs' ``class_iou`` lists embedded as JSON), links to each run's page,
-and failed / skipped / interrupted runs marked with their error.
+One self-contained page (no CDN, no network):
 
-Which run is the baseline and which runs are the compared variants is read from
-``<reports>/index.json`` (written by the ablation runner from the spec's ``index`` section).
+- the compared **variants** (a variant is one run, or the runs of a seeded step, one per seed):
+  composite / mIoU / category mIoU as mean +- std over seeds with the per-seed values, and the delta
+  of the composite against the baseline variant with its paired spread (the std of the per-seed
+  differences, same seed against same seed); a delta smaller than its spread is marked *not
+  significant*; a plot of the per-seed points with mean and std;
+- a sortable table of every run: status, the main metrics and their deltas against the baseline
+  run of the same seed (else the baseline's mean), wall time, commit; every other recorded number
+  behind the "all columns" toggle, never with a delta (counts and settings are not improvements);
+- a per-class IoU comparison of any two runs (pure JS over the runs' ``class_iou`` lists), links to
+  each run's page, and failed / skipped / interrupted runs marked with their error.
+
+Which variants are compared and which is the baseline is read from ``<reports>/index_settings.json``
+(written by the ablation runner from the spec's ``index`` section). The variants' numbers are also
+written to ``<reports>/index.json`` for scripts: a list with one entry per variant, ``name``,
+``runs``, ``seeds``, ``composite_mean``, ``composite_std``, ``composite_values``, ``miou_mean``,
+``category_miou_mean``, ``delta_mean``, ``delta_std``, ``significant`` (null for the baseline or
+without spread).
 """
 
 from __future__ import annotations
@@ -20,7 +30,7 @@ import json
 import math
 import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,16 +39,18 @@ from goose_lib.reports.execute import HTML_FILE, LOCK_DIR, PARAMS_FILE, PROVENAN
 from goose_lib.reports.record import METRICS_FILE
 
 INDEX_FILE = "index.html"
-SETTINGS_FILE = "index.json"
+SUMMARY_FILE = "index.json"
+SETTINGS_FILE = "index_settings.json"
 MAIN_METRICS: tuple[str, ...] = ("composite", "miou", "category_miou")
 
 
-def save_settings(reports_dir: str | os.PathLike, *, baseline: str | None, compare: Mapping[str, str],
-                  spec: str | None = None) -> Path:
-    """Record the baseline run and the ordered ``label -> run`` variants the index compares."""
+def save_settings(reports_dir: str | os.PathLike, *, baseline: str | None,
+                  compare: Mapping[str, str | Sequence[str]], spec: str | None = None) -> Path:
+    """Record the baseline (a variant label or a run name) and the ordered ``label -> run(s)``
+    variants the index compares (several runs: one per seed)."""
+    pairs = [[k, [v] if isinstance(v, str) else list(v)] for k, v in compare.items()]
     return atomic_write_json(Path(reports_dir) / SETTINGS_FILE,
-                             {"baseline": baseline, "compare": [[k, v] for k, v in compare.items()],
-                              "spec": spec})  # pairs: JSON objects are written key-sorted
+                             {"baseline": baseline, "compare": pairs, "spec": spec})  # pairs: keys stay ordered
 
 
 def _read(path: Path) -> Any:
@@ -83,26 +95,88 @@ def metric_columns(runs: list[dict[str, Any]]) -> list[str]:
     return [m for m in MAIN_METRICS if m in seen] + sorted(seen - set(MAIN_METRICS))
 
 
-def _plot(runs: Mapping[str, dict[str, Any]], compare: Mapping[str, str]) -> str | None:
-    """Grouped bars of the main metrics per compared variant -> base64 PNG (None if no data)."""
+def _mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
+    """Mean and sample standard deviation (ddof 1; 0 for a single value; None for none)."""
+    if not values:
+        return None, None
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, 0.0
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def _resolve_variants(runs: Mapping[str, dict[str, Any]], baseline: str | None,
+                      compare: Mapping[str, Sequence[str]]) -> tuple[dict[str, tuple[str, ...]], str | None]:
+    """(label -> runs, baseline label): ``baseline`` may be a label or a run of a variant."""
+    variants = {k: tuple([v] if isinstance(v, str) else v) for k, v in compare.items()}
+    if baseline and baseline not in variants:
+        label = next((k for k, v in variants.items() if baseline in v), None)
+        if label is None and baseline in runs:
+            variants, label = {baseline: (baseline,), **variants}, baseline
+        baseline = label
+    return variants, baseline
+
+
+def variant_summary(runs: Mapping[str, dict[str, Any]], compare: Mapping[str, Sequence[str]],
+                    baseline: str | None) -> list[dict[str, Any]]:
+    """One entry per compared variant (see the module doc); runs without a composite are left out
+    of the means (they are listed under ``missing``)."""
+    variants, baseline = _resolve_variants(runs, baseline, compare)
+
+    def by_seed(names: Sequence[str], metric: str) -> dict[Any, float]:
+        out = {}
+        for i, n in enumerate(names):
+            r = runs.get(n)
+            if r is not None and r["status"] == "ok" and metric in r["metrics"]:
+                out[r["seed"] if r["seed"] is not None else f"#{i}"] = r["metrics"][metric]
+        return out
+
+    base = by_seed(variants.get(baseline, ()), "composite") if baseline else {}
+    out = []
+    for label, names in variants.items():
+        comp = by_seed(names, "composite")
+        entry: dict[str, Any] = {"name": label, "runs": list(names), "seeds": list(comp),
+                                 "missing": [n for n in names if n not in runs or runs[n]["status"] != "ok"
+                                             or "composite" not in runs[n]["metrics"]],
+                                 "composite_values": list(comp.values()), "baseline": label == baseline}
+        for m in MAIN_METRICS:
+            entry[f"{m}_mean"], entry[f"{m}_std"] = _mean_std(list(by_seed(names, m).values()))
+        delta_mean = delta_std = significant = None
+        if base and comp and label != baseline:
+            common = [k for k in comp if k in base]
+            if common:  # paired: the same seed against the same seed
+                delta_mean, delta_std = _mean_std([comp[k] - base[k] for k in common])
+                paired = len(common)
+            else:  # nothing to pair: difference of means, spreads added
+                (bm, bs), (vm, vs) = _mean_std(list(base.values())), _mean_std(list(comp.values()))
+                delta_mean, delta_std, paired = vm - bm, math.sqrt(bs ** 2 + vs ** 2), 0
+            if paired >= 2 or (paired == 0 and min(len(base), len(comp)) >= 2):
+                significant = abs(delta_mean) > delta_std
+        entry.update(delta_mean=delta_mean, delta_std=delta_std, significant=significant)
+        out.append(entry)
+    return out
+
+
+def _plot(summary: list[dict[str, Any]]) -> str | None:
+    """Composite per variant: per-seed points, mean bar with std -> base64 PNG (None if no data)."""
     from matplotlib.figure import Figure
 
-    labels = [lbl for lbl, run in compare.items() if run in runs and runs[run]["metrics"]]
-    metrics = [m for m in MAIN_METRICS if any(m in runs[compare[lbl]]["metrics"] for lbl in labels)]
-    if not labels or not metrics:
+    shown = [v for v in summary if v["composite_values"]]
+    if not shown:
         return None
-    fig = Figure(figsize=(3.0 + 1.4 * len(labels), 3.2), dpi=100)
+    fig = Figure(figsize=(3.0 + 1.2 * len(shown), 3.2), dpi=100)
     ax = fig.add_subplot()
-    width = 0.8 / len(metrics)
-    for j, m in enumerate(metrics):
-        vals = [runs[compare[lbl]]["metrics"].get(m, float("nan")) for lbl in labels]
-        bars = ax.bar([i + j * width for i in range(len(labels))], vals, width, label=m)
-        ax.bar_label(bars, fmt="%.3f", fontsize=7)
-    ax.set_xticks([i + width * (len(metrics) - 1) / 2 for i in range(len(labels))], labels)
-    ax.set_ylabel("IoU")
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    ax.margins(y=0.15)
-    ax.set_title("main metrics across variants")
+    for i, v in enumerate(shown):
+        ax.bar(i, v["composite_mean"], 0.6, yerr=v["composite_std"] or None, capsize=4,
+               color="#9bb7e0" if not v["baseline"] else "#c8c8c8", edgecolor="#4878cf")
+        xs = [i + (j - (len(v["composite_values"]) - 1) / 2) * 0.08 for j in range(len(v["composite_values"]))]
+        ax.plot(xs, v["composite_values"], "o", color="#222", ms=3.5, zorder=3)
+        ax.annotate(f"{v['composite_mean']:.3f}", (i, v["composite_mean"]), textcoords="offset points",
+                    xytext=(0, 6), ha="center", fontsize=7)
+    ax.set_xticks(range(len(shown)), [v["name"] for v in shown])
+    ax.set_ylabel("composite mIoU")
+    ax.margins(y=0.2)
+    ax.set_title("composite per variant: seeds (points), mean and std")
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
@@ -130,15 +204,54 @@ def _fmt(v: float | None, signed: bool = False) -> str:
     return f"{v:+.4f}" if signed else f"{v:.4f}"
 
 
+def _pm(mean: float | None, std: float | None, signed: bool = False) -> str:
+    if mean is None:
+        return ""
+    return f"{mean:+.4f} ± {std:.4f}" if signed else f"{mean:.4f} ± {std:.4f}"
+
+
+def _variants_table(summary: list[dict[str, Any]]) -> str:
+    rows = []
+    for v in summary:
+        sig = ("baseline" if v["baseline"] else "" if v["delta_mean"] is None else
+               "one seed: no spread" if v["significant"] is None else
+               "significant" if v["significant"] else "not significant (|Δ| ≤ spread)")
+        cls = "sig" if v["significant"] else "nosig" if v["significant"] is False else ""
+        seeds = ", ".join(f"{s}: {x:.4f}" for s, x in zip(v["seeds"], v["composite_values"]))
+        missing = f' <span class="err">missing {html.escape(", ".join(v["missing"]))}</span>' if v["missing"] else ""
+        rows.append(
+            f'<tr class="{cls}"><td>{html.escape(v["name"])}</td><td class="num">{len(v["seeds"])}</td>'
+            f'<td class="num" data-v="{v["composite_mean"] if v["composite_mean"] is not None else ""}">'
+            f'{_pm(v["composite_mean"], v["composite_std"])}</td>'
+            f'<td class="num" data-v="{v["delta_mean"] if v["delta_mean"] is not None else ""}">'
+            f'{_pm(v["delta_mean"], v["delta_std"], True)}</td><td>{sig}</td>'
+            f'<td class="num">{_pm(v["miou_mean"], v["miou_std"])}</td>'
+            f'<td class="num">{_pm(v["category_miou_mean"], v["category_miou_std"])}</td>'
+            f'<td class="seeds">{html.escape(seeds)}{missing}</td></tr>')
+    return "\n".join(rows)
+
+
+def _is_score(name: str) -> bool:
+    """Metrics whose difference is an improvement (IoU-like); counts and settings get no delta."""
+    return name in MAIN_METRICS or name.endswith(("miou", "_iou", "composite"))
+
+
 def render_index(runs: list[dict[str, Any]], *, baseline: str | None = None,
-                 compare: Mapping[str, str] | None = None, title: str = "goose-sam3 ablation") -> str:
-    """The index page's HTML (self-contained)."""
+                 compare: Mapping[str, str | Sequence[str]] | None = None,
+                 title: str = "goose-sam3 ablation") -> tuple[str, list[dict[str, Any]]]:
+    """The index page's HTML (self-contained) and the variants' summary (``index.json``)."""
     by_name = {r["name"]: r for r in runs}
-    base = by_name.get(baseline or "")
     if not compare:
-        compare = {r["name"]: r["name"] for r in runs if any(m in r["metrics"] for m in MAIN_METRICS)}
+        compare = {r["name"]: (r["name"],) for r in runs if any(m in r["metrics"] for m in MAIN_METRICS)}
+    variants, base_label = _resolve_variants(by_name, baseline, compare)
+    summary = variant_summary(by_name, variants, base_label)
+    base_runs = [by_name[n] for n in variants.get(base_label, ()) if n in by_name] if base_label else []
+    base_by_seed = {r["seed"]: r for r in base_runs}
+    base_mean = {m: _mean_std([r["metrics"][m] for r in base_runs if m in r["metrics"]])[0] for m in MAIN_METRICS}
     cols = metric_columns(runs)
-    label_of = {run: lbl for lbl, run in compare.items()}
+    main = [c for c in cols if c in MAIN_METRICS]
+    extra = [c for c in cols if c not in MAIN_METRICS]
+    label_of = {run: lbl for lbl, names in variants.items() for run in names}
     rows = []
     for r in runs:
         cls = {"ok": "ok", "failed": "failed"}.get(r["status"], "other")
@@ -150,31 +263,41 @@ def render_index(runs: list[dict[str, Any]], *, baseline: str | None = None,
         cells = [f'<td data-v="{html.escape(r["name"])}">{link}</td>',
                  f'<td>{html.escape(label_of.get(r["name"], ""))}</td>',
                  f'<td class="{cls}" data-v="{status_text}">{status}</td>', f'<td>{html.escape(r["notebook"])}</td>']
-        for c in cols:
+        ref = base_by_seed.get(r["seed"])
+        for c in main:
             v = r["metrics"].get(c)
-            delta = v - base["metrics"][c] if (v is not None and base and c in base["metrics"]) else None
+            b = ref["metrics"].get(c) if ref is not None else base_mean.get(c)
+            delta = v - b if (v is not None and b is not None and base_runs) else None
             cells.append(f'<td class="num" data-v="{"" if v is None else v}">{_fmt(v)}</td>')
             cells.append(f'<td class="num delta" data-v="{"" if delta is None else delta}">{_fmt(delta, True)}</td>')
         cells.append(f'<td>{html.escape(str(r["seed"]))}</td><td>{html.escape(r["commit"])}</td>'
                      f'<td class="num" data-v="{r["wall_s"] or ""}">{r["wall_s"] or ""}</td>')
+        for c in extra:
+            v = r["metrics"].get(c)
+            cells.append(f'<td class="num extra" data-v="{"" if v is None else v}">{_fmt(v)}</td>')
         rows.append(f'<tr class="{cls}">{"".join(cells)}</tr>')
-    head = "".join(f"<th>{c}</th><th>Δ {c}</th>" for c in cols)
-    png = _plot(by_name, compare)
-    figure = (f'<img id="main-plot" alt="main metrics across variants" src="data:image/png;base64,{png}">'
+    head = "".join(f"<th>{c}</th><th>Δ {c}</th>" for c in main)
+    head_extra = "".join(f'<th class="extra">{html.escape(c)}</th>' for c in extra)
+    png = _plot(summary)
+    figure = (f'<img id="main-plot" alt="composite per variant" src="data:image/png;base64,{png}">'
               if png else "<p>No run recorded composite / miou / category_miou yet.</p>")
     ciou = {r["name"]: r["class_iou"] for r in runs if r["class_iou"]}
     n = max((len(v) for v in ciou.values()), default=0)
-    data = json.dumps({"classIou": ciou, "classNames": [html.escape(c) for c in _class_names(n)], "baseline": baseline,
-                       "compare": list(compare.values())}).replace("</", "<\\/")
-    return _PAGE.format(title=html.escape(title), baseline=html.escape(baseline or "none"), head=head,
-                        rows="\n".join(rows), figure=figure, data=data, n_runs=len(runs),
-                        n_failed=sum(r["status"] == "failed" for r in runs))
+    base_run = base_runs[0]["name"] if base_runs else None
+    data = json.dumps({"classIou": ciou, "classNames": [html.escape(c) for c in _class_names(n)],
+                       "baseline": base_run, "compare": [n for names in variants.values() for n in names]}
+                      ).replace("</", "<\\/")
+    page = _PAGE.format(title=html.escape(title), baseline=html.escape(base_label or "none"), head=head,
+                        head_extra=head_extra, rows="\n".join(rows), figure=figure, data=data, n_runs=len(runs),
+                        n_failed=sum(r["status"] == "failed" for r in runs), variants=_variants_table(summary),
+                        n_extra=len(extra))
+    return page, summary
 
 
 def build_index(reports_dir: str | os.PathLike, *, baseline: str | None = None,
-                compare: Mapping[str, str] | None = None) -> Path:
-    """Write ``<reports>/index.html`` from every run folder (settings from ``index.json`` unless
-    given); serialised by a lock so concurrent runners leave a whole page."""
+                compare: Mapping[str, str | Sequence[str]] | None = None) -> Path:
+    """Write ``<reports>/index.html`` and ``index.json`` from every run folder (settings from
+    ``index_settings.json`` unless given); serialised by a lock so concurrent runners leave whole files."""
     from filelock import FileLock
 
     root = Path(reports_dir)
@@ -183,7 +306,8 @@ def build_index(reports_dir: str | os.PathLike, *, baseline: str | None = None,
     compare = compare if compare is not None else dict(settings.get("compare") or [])
     (root / LOCK_DIR).mkdir(parents=True, exist_ok=True)
     with FileLock(str(root / LOCK_DIR / "_index.lock")):
-        page = render_index(collect_runs(root), baseline=baseline, compare=compare)
+        page, summary = render_index(collect_runs(root), baseline=baseline, compare=compare)
+        atomic_write_json(root / SUMMARY_FILE, summary)
         return atomic_write_text(root / INDEX_FILE, page)
 
 
@@ -197,18 +321,29 @@ th {{ background: #f0f0f0; cursor: pointer; user-select: none; }}
 td.num {{ text-align: right; font-variant-numeric: tabular-nums; }}
 tr.failed td {{ background: #fde8e8; }} td.failed {{ color: #b00; font-weight: bold; }}
 tr.other td {{ background: #f6f6f6; color: #777; }}
+tr.sig td {{ background: #eef7ee; }} tr.nosig td {{ color: #666; }} td.seeds {{ font-size: 12px; color: #555; }}
+.extra {{ display: none; }} body.all-columns .extra {{ display: table-cell; }}
 .err {{ font-weight: normal; font-size: 12px; white-space: pre-wrap; max-width: 40em; }}
 .bar {{ display: inline-block; height: 10px; }} .a {{ background: #4878cf; }} .b {{ background: #d65f5f; }}
 </style></head><body>
 <h1>{title}</h1>
-<p>{n_runs} runs, <span id="n-failed">{n_failed}</span> failed. Deltas (Δ) against the baseline run
-<b id="baseline">{baseline}</b>. Click a column header to sort.</p>
+<p>{n_runs} runs, <span id="n-failed">{n_failed}</span> failed. Deltas (Δ) against the baseline variant
+<b id="baseline">{baseline}</b>.</p>
+<h2>Variants</h2>
+<p>Mean ± standard deviation over seeds; Δ composite against the baseline, paired by seed (its spread is
+the std of the per-seed differences). A difference no larger than its spread is marked not significant.</p>
+<table id="variants"><thead><tr><th>variant</th><th>seeds</th><th>composite</th><th>Δ composite</th>
+<th>significance</th><th>mIoU</th><th>category mIoU</th><th>per seed (composite)</th></tr></thead><tbody>
+{variants}
+</tbody></table>
+{figure}
+<h2>Runs</h2>
+<p>Click a column header to sort. <label><input type="checkbox" id="show-all"> all columns
+({n_extra} more recorded numbers)</label></p>
 <table id="runs"><thead><tr><th>run</th><th>variant</th><th>status</th><th>notebook</th>{head}
-<th>seed</th><th>commit</th><th>wall s</th></tr></thead><tbody>
+<th>seed</th><th>commit</th><th>wall s</th>{head_extra}</tr></thead><tbody>
 {rows}
 </tbody></table>
-<h2>Main metrics across variants</h2>
-{figure}
 <h2>Per-class IoU of two runs</h2>
 <p>A <select id="run-a"></select> B <select id="run-b"></select></p>
 <table id="per-class"><thead><tr><th>class</th><th>A</th><th>B</th><th>B − A</th><th>bars</th></tr></thead>
@@ -217,6 +352,9 @@ tr.other td {{ background: #f6f6f6; color: #777; }}
 <script>
 (function () {{
   var data = JSON.parse(document.getElementById("index-data").textContent);
+  document.getElementById("show-all").addEventListener("change", function (e) {{
+    document.body.classList.toggle("all-columns", e.target.checked);
+  }});
   var table = document.getElementById("runs");
   Array.prototype.forEach.call(table.tHead.rows[0].cells, function (th, col) {{
     th.addEventListener("click", function () {{

@@ -1,9 +1,11 @@
 """Provenance of a run: code version, seed, parameter hash, data and checkpoint fingerprints,
 library versions, device and wall time, written next to the run as ``provenance.json``.
 
-Which parameters name inputs is decided by name: ``data_root`` (or any name ending in
-``_root``) is a dataset root; any name containing ``checkpoint`` is a checkpoint folder. The
-sentinel ``"embedded"`` resolves through :mod:`goose_lib.paths` (written on first use); relative
+Which parameters name inputs is declared by the parameter class
+(:func:`goose_lib.config.input_param` / :func:`~goose_lib.config.declared_inputs`): a ``data_root``
+is fingerprinted as a dataset, a ``sam3_checkpoint`` and a student ``checkpoint`` by their files
+(a list of checkpoints, an ensemble, member by member).
+Embedded names resolve through the data / models layers' resolvers (written on first use); relative
 paths are read relative to the run folder (the notebook's working directory).
 
 Fingerprints are cached per process, so an ablation pays for each input once.
@@ -22,24 +24,15 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from goose_lib.config import InputKind
 from goose_lib.io import sha256_json
-from goose_lib.paths import EMBEDDED, repo_root
+from goose_lib.paths import UNTRAINED, repo_root
 
 LIBRARIES: tuple[str, ...] = (
     "goose-sam3", "torch", "transformers", "safetensors", "numpy", "pandas", "matplotlib",
     "papermill", "nbconvert", "nbclient", "ipykernel", "ipywidgets",
 )
 """Distributions whose versions every provenance record lists (None when not installed)."""
-
-
-def is_data_param(name: str) -> bool:
-    """True for parameter names that hold a dataset root (``data_root``, ``*_root``)."""
-    return name == "data_root" or name.endswith("_root")
-
-
-def is_checkpoint_param(name: str) -> bool:
-    """True for parameter names that hold a checkpoint folder (``*checkpoint*``)."""
-    return "checkpoint" in name
 
 
 def params_hash(params: Mapping[str, Any]) -> str:
@@ -103,21 +96,75 @@ def _tree_listing(root: Path) -> list[tuple[str, int]]:
     return sorted(items)
 
 
-@lru_cache(maxsize=32)
-def _data_fingerprint(root: str) -> dict[str, Any]:
-    listing = _tree_listing(Path(root))
-    return {"root": root, "files": len(listing), "bytes": sum(s for _, s in listing),
-            "sha256": sha256_json(listing)}
+HASH_CACHE_DIR = "file-hash-cache"
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def content_hashes(root: Path, *, workers: int = 8) -> dict[str, tuple[int, str]]:
+    """``{relative path: (size, sha256)}`` of every non-hidden file under ``root``. Hashes are
+    cached on disk (``<GOOSE_SAM3_HOME>/file-hash-cache/``) by path, size and mtime, so only new
+    or changed files are read again: a second pass over a GOOSE download costs its ``stat`` calls."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from goose_lib.io import atomic_write_json, read_json
+    from goose_lib.paths import home
+
+    store = home() / HASH_CACHE_DIR / f"{sha256_json(str(root))[:24]}.json"
+    try:
+        cached = read_json(store) if store.is_file() else {}
+    except (OSError, ValueError):
+        cached = {}
+    stats: dict[str, tuple[int, int]] = {}
+
+    def scan(folder: str, prefix: str) -> None:  # os.scandir + strings: ~10x faster than pathlib here
+        with os.scandir(folder) as it:
+            entries = sorted(it, key=lambda e: e.name)
+        for e in entries:
+            if e.name.startswith("."):
+                continue
+            if e.is_dir():
+                scan(e.path, f"{prefix}{e.name}/")
+            elif e.is_file():
+                st = e.stat()
+                stats[prefix + e.name] = (st.st_size, st.st_mtime_ns)
+
+    scan(str(root), "")
+    todo = [rel for rel, (size, mtime) in stats.items()
+            if not (rel in cached and cached[rel][0] == size and cached[rel][1] == mtime)]
+    if todo:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for rel, digest in zip(todo, pool.map(lambda r: _file_sha256(root / r), todo)):
+                cached[rel] = [stats[rel][0], stats[rel][1], digest]
+        fresh = {rel: cached[rel] for rel in stats}
+        try:
+            atomic_write_json(store, fresh)
+        except OSError:
+            pass  # a read-only home only loses the cache
+        cached = fresh
+    return {rel: (stats[rel][0], cached[rel][2]) for rel in sorted(stats)}
 
 
 def data_fingerprint(root: str | os.PathLike) -> dict[str, Any]:
-    """Fingerprint of a dataset root's split index: ``{"root", "files", "bytes", "sha256"}``,
-    the hash over (relative file name, size) of every non-hidden file. Cheap (no file is
-    read); a renamed, added, removed or resized file changes it."""
+    """Fingerprint of a dataset root by content: ``{"root", "files", "bytes", "sha256"}``, the
+    hash over (relative file name, sha256 of its bytes) of every non-hidden file. File hashes are
+    cached by path, size and mtime (:func:`content_hashes`): a changed byte, a renamed, added or
+    removed file changes it; an unchanged tree is not read again."""
     root = Path(root).resolve()
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: data root is not a folder")
-    return _data_fingerprint(str(root))
+    hashes = content_hashes(root)
+    h = hashlib.sha256()
+    for rel, (_, digest) in hashes.items():  # sorted by name
+        h.update(f"{rel}\0{digest}\n".encode())
+    return {"root": str(root), "files": len(hashes), "bytes": sum(size for size, _ in hashes.values()),
+            "sha256": h.hexdigest()}
 
 
 @lru_cache(maxsize=64)
@@ -146,29 +193,51 @@ def checkpoint_hash(path: str | os.PathLike) -> str:
     return _tree_content_hash(str(path), tuple(stamp))
 
 
-def _resolve(name: str, value: str, base: Path) -> Path:
-    from goose_lib import paths
+def _resolve(kind: str, value: str, base: Path) -> Path | None:
+    """The file or folder an input value names (None: an untrained student, nothing to read)."""
+    if kind == "data_root":
+        from goose_lib.data.embedded import is_embedded, resolve_data_root
 
-    if value == EMBEDDED:
-        return paths.resolve_data_root(value) if is_data_param(name) else paths.resolve_checkpoint(value)
+        if is_embedded(value):
+            return resolve_data_root(value)
+    elif kind == "sam3_checkpoint":
+        from goose_lib.models.embedded import is_embedded, resolve_sam3_checkpoint
+
+        if is_embedded(value):
+            return resolve_sam3_checkpoint(value)
+    elif value == UNTRAINED:
+        return None
     p = Path(value).expanduser()
     return p if p.is_absolute() else (base / p)
 
 
-def input_fingerprints(params: Mapping[str, Any], base: str | os.PathLike = ".") -> dict[str, dict]:
-    """Fingerprints of the inputs named by ``params``: ``{"data": {name: data_fingerprint},
-    "checkpoints": {name: sha256}}``. ``base`` is the folder relative paths are read from (the
-    run folder). A named input that does not exist raises FileNotFoundError naming it."""
+def input_fingerprints(params: Mapping[str, Any], base: str | os.PathLike = ".", *,
+                       kinds: Mapping[str, InputKind]) -> dict[str, dict]:
+    """Fingerprints of the inputs among ``params``: ``{"data": {name: data_fingerprint},
+    "checkpoints": {name: sha256}}``. ``kinds``: which parameters are inputs, and of which kind
+    (:func:`goose_lib.config.declared_inputs` of the run's parameter class). ``base`` is the folder
+    relative paths are read from (the run folder). A named input that does not exist raises
+    FileNotFoundError naming it."""
     base = Path(base)
     data: dict[str, Any] = {}
     ckpts: dict[str, str] = {}
-    for name, value in sorted(params.items()):
+    for name, kind in sorted(kinds.items()):
+        value = params.get(name)
+        if isinstance(value, (list, tuple)) and kind != "data_root":  # several checkpoints (an ensemble)
+            for i, v in enumerate(value):
+                member = _resolve(kind, str(v), base)
+                if member is not None:
+                    ckpts[f"{name}[{i}]"] = checkpoint_hash(member)
+            continue
         if not isinstance(value, str) or not value:
             continue
-        if is_data_param(name):
-            data[name] = data_fingerprint(_resolve(name, value, base))
-        elif is_checkpoint_param(name):
-            ckpts[name] = checkpoint_hash(_resolve(name, value, base))
+        path = _resolve(kind, value, base)
+        if path is None:
+            continue
+        if kind == "data_root":
+            data[name] = data_fingerprint(path)
+        else:
+            ckpts[name] = checkpoint_hash(path)
     return {"data": data, "checkpoints": ckpts}
 
 
@@ -217,3 +286,16 @@ def collect(*, notebook: str, params: Mapping[str, Any], inputs: Mapping[str, An
         "started": started,
         "wall_s": round(wall_s, 3),
     }
+
+
+def write_record(path: str | os.PathLike, *, command: str, params: Mapping[str, Any],
+                 kinds: Mapping[str, InputKind], seed: Any = None, device: Any = "auto", started: str,
+                 wall_s: float, base: str | os.PathLike = ".") -> Path:
+    """The provenance record of a command-line result (``goose train``, ``teacher``, ``evaluate``,
+    ``predict``, ``submit``): the same fields as a notebook run's, ``notebook`` naming the command."""
+    from goose_lib.io import atomic_write_json
+
+    inputs = input_fingerprints(params, base, kinds=kinds)
+    record = collect(notebook=command, params=params, inputs=inputs, seed=seed, started=started, wall_s=wall_s,
+                     device=device)
+    return atomic_write_json(Path(path), {**record, "params": dict(params)})

@@ -25,3 +25,16 @@ def save_metrics(metrics: Mapping[str, Any], run_dir: str | os.PathLike = ".") -
 def load_metrics(run_dir: str | os.PathLike) -> dict[str, Any]:
     path = Path(run_dir) / METRICS_FILE
     return read_json(path) if path.exists() else {}
+
+
+def relative(path: str | os.PathLike, run_dir: str | os.PathLike = ".") -> str:
+    """``path`` as recorded in metrics.json: relative to the run folder when it lies inside the
+    reports folder around it (so a moved or copied reports folder keeps working and its run keys
+    stay the same), else as given (a shared cache under GOOSE_SAM3_HOME, a value like "untrained")."""
+    p, here = Path(path), Path(run_dir).resolve()
+    if not p.is_absolute() and not p.exists():
+        return str(path)  # not a path at all (e.g. "untrained")
+    p = p.resolve()
+    if p.is_relative_to(here.parent):
+        return os.path.relpath(p, here)
+    return str(p)

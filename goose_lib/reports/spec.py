@@ -10,7 +10,8 @@ Format (documented with examples in ``ablations/README.md``)::
         params: {epochs: 2}           # the step's base parameters
         variants:                     # optional explicit list, each -> run "<step>-<name>"
           - {name: aggressive, params: {photometric: aggressive}}
-        grid: {seed: [0, 1]}          # optional cartesian product -> run "<step>[-<variant>]-seed=0"
+        grid: {lr: [0.1, 0.01]}       # optional cartesian product -> run "<step>[-<variant>]-lr=0.1"
+        seeds: [0, 1, 2]              # optional: each run once per seed -> "<run>-seed=0" (param seed)
         after: [explore]              # optional extra ordering (no data passed)
       evaluate:
         notebook: 04_error_analysis
@@ -18,10 +19,12 @@ Format (documented with examples in ``ablations/README.md``)::
     index: {baseline: train, compare: {baseline: train, +aggressive: train-aggressive}}
 
 ``${RUN.KEY}`` is replaced by ``KEY`` of run RUN's ``metrics.json`` (RUN may be a step name when
-the step has exactly one run; ``KEY`` may be ``run_dir``, the run's folder). A whole-string
+the step has exactly one run, or one run of the consuming run's seed: a seeded run reads the
+same-seed run of a seeded step; ``KEY`` may be ``run_dir``, the run's folder). A whole-string
 reference keeps the recorded value's type; a relative path recorded by RUN (relative to its run
 folder) that exists there is rewritten relative to the consuming run's folder. References and
-``after`` define the dependency graph; a run's *stage* is its depth in it.
+``after`` define the dependency graph; a run's *stage* is its depth in it. The index compares
+steps (or runs): a seeded step is one variant whose runs are its seeds.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ from goose_lib.reports.execute import (
 )
 
 REF = re.compile(r"\$\{([^}]+)\}")
-_STEP_KEYS = {"notebook", "params", "variants", "grid", "after"}
+_STEP_KEYS = {"notebook", "params", "variants", "grid", "seeds", "after"}
 _TOP_KEYS = {"name", "common", "steps", "index"}
 
 
@@ -59,6 +62,7 @@ class Run:
     params: dict[str, Any]  # may hold ${RUN.KEY} references
     deps: tuple[str, ...] = ()  # run names this run waits for
     stage: int = 0
+    seed: int | None = None  # set for the runs of a step with ``seeds``
 
 
 @dataclass(frozen=True)
@@ -66,8 +70,8 @@ class AblationSpec:
     path: Path
     name: str
     runs: tuple[Run, ...]  # in execution order (stage, then spec order)
-    baseline: str | None = None
-    compare: dict[str, str] = field(default_factory=dict)  # label -> run name, in order
+    baseline: str | None = None  # label of the baseline variant (a key of ``compare``)
+    compare: dict[str, tuple[str, ...]] = field(default_factory=dict)  # label -> its runs (one per seed), in order
 
     def run(self, name: str) -> Run:
         for r in self.runs:
@@ -88,12 +92,18 @@ def _fmt(v: Any) -> str:
     return re.sub(r"[^A-Za-z0-9._+-]", "_", str(v))
 
 
-def _expand(step: str, body: Mapping[str, Any], path: Path) -> list[tuple[str, dict[str, Any]]]:
+def _expand(step: str, body: Mapping[str, Any], path: Path) -> list[tuple[str, dict[str, Any], int | None]]:
     base = dict(body.get("params") or {})
     variants = body.get("variants") or [None]
     grid = body.get("grid") or {}
     if not isinstance(grid, Mapping) or not all(isinstance(v, list) and v for v in grid.values()):
         raise RunSpecError(f"{path}: steps.{step}.grid must map parameter names to non-empty lists")
+    seeds = body.get("seeds")
+    if seeds is not None and (not isinstance(seeds, list) or not seeds or len(set(seeds)) != len(seeds)
+                              or not all(isinstance(x, int) and not isinstance(x, bool) for x in seeds)):
+        raise RunSpecError(f"{path}: steps.{step}.seeds must be a non-empty list of distinct integers")
+    if seeds is not None and "seed" in grid:
+        raise RunSpecError(f"{path}: steps.{step}: give seeds either as 'seeds' or in 'grid', not both")
     out = []
     for var in variants:
         if var is not None and not (isinstance(var, Mapping) and "name" in var):
@@ -103,7 +113,11 @@ def _expand(step: str, body: Mapping[str, Any], path: Path) -> list[tuple[str, d
         for combo in itertools.product(*grid.values()):
             params = {**vparams, **dict(zip(grid, combo))}
             suffix = ",".join(f"{k}={_fmt(v)}" for k, v in zip(grid, combo))
-            out.append((f"{vname}-{suffix}" if suffix else vname, params))
+            name = f"{vname}-{suffix}" if suffix else vname
+            if seeds is None:
+                out.append((name, params, None))
+            else:
+                out += [(f"{name}-seed={k}", {**params, "seed": k}, k) for k in seeds]
     return out
 
 
@@ -124,7 +138,7 @@ def load_spec(path: str | os.PathLike, *, registry: Mapping[str, type] | None = 
     if set(doc) - _TOP_KEYS:
         raise RunSpecError(f"{path}: unknown top-level key(s) {sorted(set(doc) - _TOP_KEYS)}")
     common = dict(doc.get("common") or {})
-    raw: list[tuple[str, str, Path, dict[str, Any], list[str]]] = []
+    raw: list[tuple[str, str, Path, dict[str, Any], list[str], int | None]] = []
     used_common: set[str] = set()
     for step, body in doc["steps"].items():
         step = check_run_name(str(step))
@@ -139,7 +153,7 @@ def load_spec(path: str | os.PathLike, *, registry: Mapping[str, type] | None = 
         declared = declared_params(notebook, registry)
         shared = {k: v for k, v in common.items() if k in declared}
         used_common |= set(shared)
-        for name, params in _expand(step, body, path):
+        for name, params, seed in _expand(step, body, path):
             params = {**shared, **params}
             literal = {k: v for k, v in params.items() if not references(v)}
             try:
@@ -147,7 +161,7 @@ def load_spec(path: str | os.PathLike, *, registry: Mapping[str, type] | None = 
                 check_params(notebook, literal, registry=registry, types=True)
             except RunSpecError as exc:
                 raise RunSpecError(f"{path}: steps.{step} (run {name}): {exc}") from None
-            raw.append((check_run_name(name), step, notebook, params, list(body.get("after") or [])))
+            raw.append((check_run_name(name), step, notebook, params, list(body.get("after") or []), seed))
     if set(common) - used_common:
         raise RunSpecError(f"{path}: common parameter(s) {sorted(set(common) - used_common)} are "
                            f"declared by no step's notebook")
@@ -160,26 +174,28 @@ def _graph(path: Path, doc: Mapping[str, Any], raw: list) -> AblationSpec:
         dup = sorted({n for n in names if names.count(n) > 1})
         raise RunSpecError(f"{path}: duplicate run name(s) {dup}")
     by_step: dict[str, list[str]] = {}
+    seed_of = {r[0]: r[5] for r in raw}
     for name, step, *_ in raw:
         by_step.setdefault(step, []).append(name)
 
-    def target(ref: str, where: str) -> list[str]:
+    def target(ref: str, where: str, seed: int | None = None) -> list[str]:
         if ref in names:
             return [ref]
         if ref in by_step:
-            return by_step[ref]
+            same = [n for n in by_step[ref] if seed is not None and seed_of[n] == seed]
+            return same if len(same) == 1 else by_step[ref]
         raise RunSpecError(f"{path}: {where}: unknown run or step {ref!r}; runs are {names}")
 
     deps: dict[str, tuple[str, ...]] = {}
     params_out: dict[str, dict[str, Any]] = {}
-    for name, step, _nb, params, after in raw:
+    for name, step, _nb, params, after, seed in raw:
         d: list[str] = []
         for a in after:
-            d += target(str(a), f"steps.{step}.after")
+            d += target(str(a), f"steps.{step}.after", seed)
         resolved = {}
         for k, v in params.items():
             for ref, key in references(v):
-                runs = target(ref, f"run {name}, parameter {k}")
+                runs = target(ref, f"run {name}, parameter {k}", seed)
                 if len(runs) != 1 or not key:
                     raise RunSpecError(f"{path}: run {name}, parameter {k}: ${{{ref}.{key}}} must name one "
                                        f"run and a key, e.g. ${{{runs[0]}.checkpoint}}")
@@ -200,14 +216,23 @@ def _graph(path: Path, doc: Mapping[str, Any], raw: list) -> AblationSpec:
 
     for n in names:
         depth(n, ())
-    runs = [Run(name, step, nb, params_out[name], deps[name], stage[name]) for name, step, nb, _p, _a in raw]
+    runs = [Run(name, step, nb, params_out[name], deps[name], stage[name], seed)
+            for name, step, nb, _p, _a, seed in raw]
     runs.sort(key=lambda r: (r.stage, names.index(r.name)))
     index = dict(doc.get("index") or {})
-    compare = {str(k): str(v) for k, v in dict(index.get("compare") or {}).items()}
+    compare: dict[str, tuple[str, ...]] = {}
+    for label, ref in dict(index.get("compare") or {}).items():
+        compare[str(label)] = tuple(target(str(ref), f"index.compare.{label}"))
     baseline = index.get("baseline")
-    for ref in [*compare.values(), *([baseline] if baseline else [])]:
-        if ref not in names:
-            raise RunSpecError(f"{path}: index: unknown run {ref!r}; runs are {names}")
+    if baseline is not None:
+        baseline = str(baseline)
+        if baseline not in compare:  # a run or step name: the variant of those runs
+            runs_of = tuple(target(baseline, "index.baseline"))
+            label = next((lbl for lbl, r in compare.items() if r == runs_of), None)
+            if label is None:
+                compare = {baseline: runs_of, **compare}
+                label = baseline
+            baseline = label
     return AblationSpec(path, str(doc.get("name") or path.stem), tuple(runs), baseline, compare)
 
 

@@ -17,9 +17,7 @@ loads it strictly and ``checkpoint_fingerprint`` differs from the base.
 from __future__ import annotations
 
 import os
-import shutil
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,29 +25,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from goose_lib.io import atomic_dir
-from goose_lib.teacher.boxes import DEFAULT_BOXES, BoxParams, boxes_from_labels
+from goose_lib.teacher.boxes import boxes_from_labels
+from goose_lib.teacher.config import DEFAULT_BOXES, AdaptConfig, BoxParams
 from goose_lib.teacher.prompt import encode_image, tracker_image_size
 
 FROZEN_DECODER = ("mask_decoder.conv_s0.", "mask_decoder.conv_s1.")
-
-
-@dataclass(frozen=True)
-class AdaptConfig:
-    """Teacher adaptation parameters (``steps = 0`` disables it)."""
-
-    steps: int = 0  # optimiser steps; 0 = no adaptation
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    images_per_step: int = 4
-    boxes_per_image: int = 8  # random subset of an image's boxes per step
-    limit: int | None = None  # first N training samples; None = all
-    seed: int = 0
-    no_memory_level: str = "original"  # as TeacherConfig.no_memory_level (embeddings used for training)
-
-    def __post_init__(self) -> None:
-        if self.steps < 0 or self.images_per_step < 1 or self.boxes_per_image < 1 or self.lr <= 0:
-            raise ValueError("steps >= 0, images_per_step >= 1, boxes_per_image >= 1 and lr > 0 are required")
 
 
 def trainable_names(model: torch.nn.Module) -> list[str]:
@@ -59,11 +39,12 @@ def trainable_names(model: torch.nn.Module) -> list[str]:
 
 
 def prepare_examples(model: torch.nn.Module, samples: Sequence[Any], box_params: BoxParams,
-             no_memory_level: str, progress: bool) -> list[dict[str, Any]]:
+             no_memory_level: str, progress: bool, instance_classes: Collection[int] | None = None
+             ) -> list[dict[str, Any]]:
     """Per image: embeddings (computed once), model-frame boxes (n,4) and target masks (n,4g,4g)."""
     from tqdm.auto import tqdm
 
-    from goose_lib.data.dataset import load_sample
+    from goose_lib.data.decode import load_sample
     from goose_lib.models.sam3 import preprocess
 
     size = tracker_image_size(model)
@@ -73,7 +54,8 @@ def prepare_examples(model: torch.nn.Module, samples: Sequence[Any], box_params:
         item = load_sample(s)
         if item.get("label") is None:
             continue
-        bs = boxes_from_labels(item["label"], item.get("instances"), params=box_params, return_masks=True)
+        bs = boxes_from_labels(item["label"], item.get("instances"), params=box_params, return_masks=True,
+                               instance_classes=instance_classes)
         if len(bs) == 0:
             continue
         emb = [e.detach() for e in encode_image(model, preprocess(item["image"], size).to(dev), no_memory_level)]
@@ -132,14 +114,16 @@ def _box_loss(logits: torch.Tensor, iou_pred: torch.Tensor, target: torch.Tensor
 
 
 def adapt_teacher(model: torch.nn.Module, samples: Sequence[Any], cfg: AdaptConfig,
-                  box_params: BoxParams = DEFAULT_BOXES, *, progress: bool = True) -> list[float]:
-    """Fine-tune ``model`` (a Sam3TrackerModel) in place; returns the loss per step."""
+                  box_params: BoxParams = DEFAULT_BOXES, *, instance_classes: Collection[int] | None = None,
+                  progress: bool = True) -> list[float]:
+    """Fine-tune ``model`` (a Sam3TrackerModel) in place; returns the loss per step.
+    ``instance_classes``: as in :func:`~goose_lib.teacher.boxes.boxes_from_labels`."""
     from tqdm.auto import tqdm
 
     if cfg.steps == 0:
         return []
     samples = list(samples)[: cfg.limit] if cfg.limit else list(samples)
-    data = prepare_examples(model, samples, box_params, cfg.no_memory_level, progress)
+    data = prepare_examples(model, samples, box_params, cfg.no_memory_level, progress, instance_classes)
     if not data:
         raise ValueError("adapt_teacher: no training sample has a box; nothing to adapt on")
     names = set(trainable_names(model))
@@ -177,61 +161,42 @@ def adapt_teacher(model: torch.nn.Module, samples: Sequence[Any], cfg: AdaptConf
 
 
 def save_adapted(model: torch.nn.Module, base: str | os.PathLike, out: str | os.PathLike) -> Path:
-    """Copy the checkpoint folder ``base`` to ``out`` with the adapted tensors replaced.
+    """Copy the SAM3 checkpoint ``base`` to ``out`` with the adapted tensors replaced
+    (:func:`goose_lib.models.sam3.save_tracker_copy`)."""
+    from goose_lib.models.sam3 import save_tracker_copy
 
-    Each adapted tensor is matched to the one key of the base file that ends with its name and
-    (among several) starts with ``tracker_model.``; written to a temporary folder, then renamed.
-    """
-    from safetensors.torch import load_file, save_file
-
-    base, out = Path(base), Path(out)
-    files = sorted(base.glob("*.safetensors"))
-    if len(files) != 1:
-        raise ValueError(f"{base}: adaptation supports one model.safetensors file, found {[f.name for f in files]}")
-    state = load_file(str(files[0]))
     own = dict(model.state_dict())
-    for name in trainable_names(model):
-        cands = [k for k in state if k == name or k.endswith("." + name)]
-        if len(cands) > 1:
-            cands = [k for k in cands if k.startswith("tracker_model.")] or cands
-        if len(cands) != 1:
-            raise ValueError(f"{files[0]}: cannot place adapted tensor {name!r} (candidates {cands[:4]})")
-        if tuple(state[cands[0]].shape) != tuple(own[name].shape):
-            raise ValueError(f"{files[0]}: key {cands[0]} has shape {tuple(state[cands[0]].shape)}, "
-                             f"adapted {name} {tuple(own[name].shape)}")
-        state[cands[0]] = own[name].detach().to("cpu", state[cands[0]].dtype).contiguous()
-    with atomic_dir(out) as tmp:
-        for f in base.iterdir():
-            if f.is_file() and f.suffix != ".safetensors":
-                shutil.copy2(f, tmp / f.name)
-        save_file(state, str(tmp / files[0].name), metadata={"format": "pt"})
-    return out
+    return save_tracker_copy(base, {name: own[name] for name in trainable_names(model)}, out)
 
 
-def prepare_teacher_checkpoint(checkpoint: str, data_root: str, *, cfg: AdaptConfig | None = None,
+def prepare_teacher_checkpoint(sam3_checkpoint: str, data_root: str, *, cfg: AdaptConfig | None = None,
                                box_params: BoxParams = DEFAULT_BOXES, split: str = "train",
                                out_root: str | os.PathLike | None = None, device: str = "auto",
-                               progress: bool = True) -> Path:
-    """The teacher's checkpoint folder: ``checkpoint`` itself when ``cfg.steps == 0``, else an
+                               exclude_scenarios: Sequence[str] = (), progress: bool = True) -> str | Path:
+    """The teacher's SAM3 checkpoint: ``sam3_checkpoint`` itself (as given) when ``cfg.steps == 0``, else an
     adapted copy under ``out_root`` (default ``paths.home()/"teacher-adapted"``), named by a hash
     of the base fingerprint, the data root, ``cfg`` and ``box_params``; reused when it exists."""
     from goose_lib import paths
     from goose_lib.config import to_dict
+    from goose_lib.data.embedded import is_embedded, load_ontology
     from goose_lib.data.layout import index_split
     from goose_lib.io import sha256_json
     from goose_lib.models.sam3 import checkpoint_fingerprint, load_tracker
 
     cfg = cfg or AdaptConfig()
-    base = paths.resolve_checkpoint(checkpoint)
     if cfg.steps == 0:
-        return base
-    root = paths.resolve_data_root(data_root)
-    tag = sha256_json({"base": checkpoint_fingerprint(base), "root": str(Path(root).resolve()), "split": split,
-                       "adapt": to_dict(cfg), "boxes": to_dict(box_params)})[:16]
+        return sam3_checkpoint
+    samples = index_split(data_root, split, exclude_scenarios=exclude_scenarios)
+    root = str(data_root) if is_embedded(data_root) else str(Path(data_root).resolve())
+    instance_classes = load_ontology(data_root).instance_classes  # which ids make boxes: part of the tag
+    tag = sha256_json({"base": checkpoint_fingerprint(sam3_checkpoint), "root": root, "split": split,
+                       **({"exclude": sorted(exclude_scenarios)} if exclude_scenarios else {}),
+                       "adapt": to_dict(cfg), "boxes": to_dict(box_params),
+                       "instance_classes": sorted(instance_classes)})[:16]
     out = Path(out_root) if out_root is not None else paths.home() / "teacher-adapted"
     out = out / f"adapted-{tag}"
     if (out / "config.json").is_file():
         return out
-    model = load_tracker(base, device=paths.resolve_device(device))
-    adapt_teacher(model, index_split(root, split), cfg, box_params, progress=progress)
-    return save_adapted(model, base, out)
+    model = load_tracker(sam3_checkpoint, device=paths.resolve_device(device))
+    adapt_teacher(model, samples, cfg, box_params, instance_classes=instance_classes, progress=progress)
+    return save_adapted(model, sam3_checkpoint, out)

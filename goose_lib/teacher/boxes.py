@@ -7,15 +7,18 @@ class id (0..63) and a source: ``"instance"`` (from an instance id), ``"componen
 connected component of the class mask) or ``"prediction"`` (a component of a predicted map).
 
 Rules (see :class:`BoxParams`): for each class present in the label map, one box per instance id
-where the class has instances (pixels of the class with instance id 0 are boxed by components);
-otherwise one box per connected component. Objects smaller than ``min_area`` pixels are dropped.
+where the class has instances — a class whose ``has_instance`` is set in the dataset's
+``goose_label_mapping.csv`` (``instance_classes``, i.e. :attr:`Ontology.instance_classes`); its
+pixels with instance id 0 are boxed by components — otherwise one box per connected component
+(instance ids on such a class are ignored; ``goose check`` reports them). The instance encoding
+assumed is the one in :mod:`goose_lib.data.decode`. Objects smaller than ``min_area`` pixels are dropped.
 A margin widens each box, and every box is clipped to the image; boxes that are empty after
 clipping are dropped. An image without any box is valid (an empty :class:`BoxSet`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -23,33 +26,12 @@ import numpy as np
 from scipy import ndimage
 
 from goose_lib.ontology import IGNORE_INDEX
+from goose_lib.teacher.config import DEFAULT_BOXES, BoxParams
 
 Source = Literal["instance", "component", "prediction"]
 SOURCES: tuple[str, ...] = ("instance", "component", "prediction")
 
 
-@dataclass(frozen=True)
-class BoxParams:
-    """How prompt boxes are made from a label (or predicted) map."""
-
-    min_area: int = 16  # objects (instances / components) with fewer pixels get no box
-    margin: float = 0.0  # widen each side by this fraction of the box's width / height
-    margin_px: int = 0  # ... plus this many pixels (then clipped to the image)
-    connectivity: Literal[1, 2] = 2  # 1 = 4-neighbourhood, 2 = 8-neighbourhood components
-    use_instances: bool = True  # False: components only, even where instance ids exist
-    skip_classes: tuple[int, ...] = (0,)  # classes never boxed (0 = undefined / void)
-    max_boxes: int | None = None  # keep the largest N objects per image; None = all
-
-    def __post_init__(self) -> None:
-        if self.min_area < 1:
-            raise ValueError(f"min_area must be >= 1, got {self.min_area}")
-        if self.margin < 0 or self.margin_px < 0:
-            raise ValueError("margin and margin_px must be >= 0")
-        if self.max_boxes is not None and self.max_boxes < 1:
-            raise ValueError(f"max_boxes must be >= 1 or None, got {self.max_boxes}")
-
-
-DEFAULT_BOXES = BoxParams()
 
 
 @dataclass(frozen=True)
@@ -169,12 +151,13 @@ def _check_map(arr: np.ndarray, name: str) -> np.ndarray:
 
 def boxes_from_labels(label: np.ndarray, instances: np.ndarray | None = None, *,
                       params: BoxParams = DEFAULT_BOXES, classes: Sequence[int] | None = None,
-                      return_masks: bool = False) -> BoxSet:
+                      return_masks: bool = False, instance_classes: Collection[int] | None = None) -> BoxSet:
     """Oracle boxes from ground truth.
 
     label HxW uint8 class ids (255 ignored); instances HxW int (0 = no instance) or None.
     ``classes``: restrict to these class ids (None = every class present, minus
-    ``params.skip_classes``). ``return_masks`` also returns each box's object mask (HxW bool),
+    ``params.skip_classes``). ``instance_classes``: the classes whose instance ids are used
+    (pass :attr:`Ontology.instance_classes`); None = every class's. ``return_masks`` also returns each box's object mask (HxW bool),
     used by teacher adaptation.
     """
     label = _check_map(label, "label")
@@ -187,11 +170,12 @@ def boxes_from_labels(label: np.ndarray, instances: np.ndarray | None = None, *,
     if classes is not None:
         wanted = {int(c) for c in classes}
         present = [c for c in present if c in wanted]
+    inst_ok = frozenset(int(c) for c in instance_classes) if instance_classes is not None else frozenset()
     objects: list[tuple[int, str, tuple[slice, slice], np.ndarray]] = []
     for c in present:
         cmask = label == c
         rest = cmask
-        if params.use_instances and instances is not None:
+        if params.use_instances and instances is not None and (instance_classes is None or c in inst_ok):
             ids = np.unique(instances[cmask])
             ids = ids[ids != 0]
             for i in ids:

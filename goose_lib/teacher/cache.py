@@ -23,9 +23,11 @@ job array can split a split; all shards share the folder.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -34,15 +36,9 @@ import numpy as np
 
 from goose_lib.config import to_dict
 from goose_lib.io import atomic_write_bytes, atomic_write_json, read_json, sha256_json
-from goose_lib.teacher.boxes import (
-    DEFAULT_BOXES,
-    SOURCES,
-    BoxParams,
-    BoxSet,
-    boxes_from_labels,
-    boxes_from_prediction,
-)
-from goose_lib.teacher.prompt import DEFAULT_TEACHER, TeacherConfig, TeacherMaps
+from goose_lib.teacher.boxes import SOURCES, BoxSet, boxes_from_labels, boxes_from_prediction
+from goose_lib.teacher.config import DEFAULT_BOXES, DEFAULT_TEACHER, BoxParams, TeacherConfig
+from goose_lib.teacher.prompt import TeacherMaps
 
 CACHE_VERSION = 1
 MANIFEST = "manifest.json"
@@ -54,11 +50,16 @@ class TeacherCacheError(ValueError):
 
 
 def cache_key(fingerprint: str, teacher_cfg: TeacherConfig = DEFAULT_TEACHER, box_params: BoxParams = DEFAULT_BOXES,
-              *, box_source: Literal["gt", "prediction"] = "gt", predictor_id: str = "") -> dict[str, Any]:
-    """Everything a cached result depends on, as a JSON-ready dict."""
-    return {"version": CACHE_VERSION, "checkpoint_fingerprint": fingerprint,
-            "teacher": teacher_cfg.result_key(), "boxes": to_dict(box_params), "box_source": box_source,
-            "predictor_id": predictor_id if box_source == "prediction" else ""}
+              *, box_source: Literal["gt", "prediction"] = "gt", predictor_id: str = "",
+              instance_classes: Collection[int] | None = None) -> dict[str, Any]:
+    """Everything a cached result depends on, as a JSON-ready dict (``instance_classes`` only
+    when given and the boxes come from ground truth)."""
+    key = {"version": CACHE_VERSION, "checkpoint_fingerprint": fingerprint,
+           "teacher": teacher_cfg.result_key(), "boxes": to_dict(box_params), "box_source": box_source,
+           "predictor_id": predictor_id if box_source == "prediction" else ""}
+    if instance_classes is not None and box_source == "gt":
+        key["instance_classes"] = sorted(int(c) for c in instance_classes)
+    return key
 
 
 def key_dir(cache_root: str | os.PathLike, key: dict[str, Any]) -> Path:
@@ -158,24 +159,34 @@ def build_teacher_cache(samples: Sequence[Any], cache_root: str | os.PathLike, *
                         box_params: BoxParams = DEFAULT_BOXES, box_source: Literal["gt", "prediction"] = "gt",
                         predict_fn: Callable[[np.ndarray], np.ndarray] | None = None, predictor_id: str = "",
                         shard: tuple[int, int] = (0, 1), num_classes: int = 64,
+                        instance_classes: Collection[int] | None = None,
+                        offload: Callable[[], AbstractContextManager[Any]] | None = None,
                         progress: bool = True) -> CacheReport:
     """Compute missing teacher items of ``samples`` (``data.layout.Sample``) under ``cache_root``.
 
     ``teacher``: a ``prompt.Teacher`` or a zero-argument factory returning one, called only if
     something must be computed (a fully cached split loads no model). ``box_source="prediction"``
     needs ``predict_fn`` (image HxWx3 uint8 -> HxW uint8) and a ``predictor_id`` naming it
-    (e.g. the student checkpoint's hash) for the key.
+    (e.g. the student checkpoint's hash) for the key. ``instance_classes``: classes whose instance
+    ids make ground-truth boxes (the dataset's :attr:`Ontology.instance_classes`; None = every
+    class's); part of the key when given.
+
+    GPU memory: the student and the teacher never run side by side. With predicted boxes every
+    missing item's boxes are predicted first; then the teacher is built and run inside
+    ``offload()`` (e.g. :meth:`goose_lib.infer.predictor.Predictor.offloaded`, which parks the
+    student's weights on the CPU), freed, and only then is the student given back its device.
     """
     from tqdm.auto import tqdm
 
-    from goose_lib.data.dataset import load_sample
+    from goose_lib.data.decode import load_sample
 
     i, n = shard
     if not (n >= 1 and 0 <= i < n):
         raise ValueError(f"shard must be (i, n) with 0 <= i < n, got {shard}")
     if box_source == "prediction" and (predict_fn is None or not predictor_id):
         raise ValueError("box_source='prediction' needs predict_fn and predictor_id")
-    key = cache_key(fingerprint, teacher_cfg, box_params, box_source=box_source, predictor_id=predictor_id)
+    key = cache_key(fingerprint, teacher_cfg, box_params, box_source=box_source, predictor_id=predictor_id,
+                    instance_classes=instance_classes)
     key_hash = sha256_json(key)
     folder = key_dir(cache_root, key)
     if (folder / MANIFEST).exists():
@@ -189,52 +200,70 @@ def build_teacher_cache(samples: Sequence[Any], cache_root: str | os.PathLike, *
         if p.exists() and item_meta(p) == (key_hash, source_signature(s)):
             continue
         todo.append(s)
-    model = None
-    for s in tqdm(todo, desc="teacher", disable=not progress or not todo):
-        if model is None:
-            model = teacher() if callable(teacher) and not hasattr(teacher, "predict") else teacher
-        item = load_sample(s, num_classes=num_classes)
-        if box_source == "gt":
-            if item.get("label") is None:
-                raise TeacherCacheError(f"{s.image}: no label for ground-truth boxes; use box_source='prediction'")
-            boxes = boxes_from_labels(item["label"], item.get("instances"), params=box_params)
-        else:
-            boxes = boxes_from_prediction(predict_fn(item["image"]), params=box_params)
-        maps = model.predict([item["image"]], [boxes])[0]
-        write_item(item_path(folder, s.key), maps, key_hash, source_signature(s))
+    if not todo:
+        return CacheReport(folder, len(mine), 0, len(mine))
+    predicted: dict[str, BoxSet] = {}
+    if box_source == "prediction":
+        assert predict_fn is not None
+        for s in tqdm(todo, desc="student boxes", disable=not progress):
+            predicted[s.key] = boxes_from_prediction(predict_fn(load_sample(s, num_classes=num_classes)["image"]),
+                                                     params=box_params)
+    with offload() if offload is not None else contextlib.nullcontext():
+        model = teacher() if callable(teacher) and not hasattr(teacher, "predict") else teacher
+        for s in tqdm(todo, desc="teacher", disable=not progress):
+            item = load_sample(s, num_classes=num_classes)
+            if box_source == "gt":
+                if item.get("label") is None:
+                    raise TeacherCacheError(f"{s.image}: no label for ground-truth boxes; use box_source='prediction'")
+                boxes = boxes_from_labels(item["label"], item.get("instances"), params=box_params,
+                                          instance_classes=instance_classes)
+            else:
+                boxes = predicted.pop(s.key)
+            maps = model.predict([item["image"]], [boxes])[0]
+            write_item(item_path(folder, s.key), maps, key_hash, source_signature(s))
+        del model
+        _release_memory()  # the teacher's memory goes back before the student returns
     return CacheReport(folder, len(mine), len(todo), len(mine) - len(todo))
 
 
-def missing_items(folder: str | os.PathLike, samples: Sequence[Any]) -> list[str]:
-    """Sample keys of ``samples`` without an item in the key folder."""
-    return [s.key for s in samples if not item_path(folder, s.key).exists()]
+def _release_memory() -> None:
+    """Collect a dropped model and hand its CUDA memory back."""
+    import gc
+    import sys
+
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
-def cache_split(checkpoint: str | os.PathLike, data_root: str, split: str, cache_root: str | os.PathLike, *,
+def cache_split(sam3_checkpoint: str | os.PathLike, data_root: str, split: str, cache_root: str | os.PathLike, *,
                 teacher_cfg: TeacherConfig = DEFAULT_TEACHER, box_params: BoxParams = DEFAULT_BOXES,
-                box_source: Literal["gt", "prediction"] = "gt", student: str = "", sam3_checkpoint: str = "embedded",
-                limit: int | None = None, shard: tuple[int, int] = (0, 1), device: str = "auto",
+                box_source: Literal["gt", "prediction"] = "gt", predictor: Callable[[np.ndarray], np.ndarray] | None = None,
+                predictor_id: str = "", limit: int | None = None, exclude_scenarios: Sequence[str] = (),
+                shard: tuple[int, int] = (0, 1), device: str = "auto",
+                offload: Callable[[], AbstractContextManager[Any]] | None = None,
                 progress: bool = True) -> CacheReport:
     """Teacher outputs for a split; the model is loaded only when an item is missing.
 
-    ``checkpoint``: the teacher's SAM3 folder or ``"embedded"``. ``box_source="prediction"``
-    prompts with components of a student's prediction (``student``: a checkpoint / run folder, or
-    ``""`` = the untrained student on ``sam3_checkpoint``), so unlabelled splits work too.
+    ``sam3_checkpoint``: the teacher's SAM3 checkpoint (a folder or an embedded name).
+    ``box_source="prediction"`` prompts with components of ``predictor``'s output (image HxWx3 uint8
+    -> HxW class ids, e.g. :func:`goose_lib.infer.tta.predictor` of a student; ``predictor_id``
+    names it in the cache key), so unlabelled splits work too. ``offload``: while the teacher
+    runs, parks the student elsewhere (see :func:`build_teacher_cache`). Ground-truth boxes use
+    instance ids only on the data root's ``has_instance`` classes.
     """
-    from goose_lib import paths
+    from goose_lib.data.embedded import load_ontology
     from goose_lib.data.layout import index_split
     from goose_lib.models.sam3 import checkpoint_fingerprint
     from goose_lib.teacher.prompt import load_teacher
 
-    ckpt = paths.resolve_checkpoint(checkpoint)
-    samples = index_split(paths.resolve_data_root(data_root), split, limit=limit)
-    predict_fn, predictor_id = None, ""
-    if box_source == "prediction":
-        from goose_lib.teacher.selection import student_id, student_predictor
-
-        predict_fn = student_predictor(student, sam3_checkpoint=sam3_checkpoint, device=device)[0]
-        predictor_id = student_id(student, sam3_checkpoint=sam3_checkpoint)
-    return build_teacher_cache(samples, cache_root, fingerprint=checkpoint_fingerprint(ckpt),
-                               teacher=lambda: load_teacher(str(ckpt), cfg=teacher_cfg, device=device),
+    if box_source == "prediction" and (predictor is None or not predictor_id):
+        raise ValueError("cache_split: box_source='prediction' needs a predictor and its predictor_id")
+    samples = index_split(data_root, split, exclude_scenarios=exclude_scenarios, limit=limit)
+    return build_teacher_cache(samples, cache_root, fingerprint=checkpoint_fingerprint(sam3_checkpoint),
+                               teacher=lambda: load_teacher(sam3_checkpoint, cfg=teacher_cfg, device=device),
                                teacher_cfg=teacher_cfg, box_params=box_params, box_source=box_source,
-                               predict_fn=predict_fn, predictor_id=predictor_id, shard=shard, progress=progress)
+                               predict_fn=predictor, predictor_id=predictor_id, shard=shard,
+                               instance_classes=load_ontology(data_root).instance_classes, offload=offload,
+                               progress=progress)

@@ -26,10 +26,16 @@ counts only inside its own box. ``TeacherConfig.overlap``:
   other covering class has P >= ``mask_threshold`` within ``tie_margin`` of it; else 255.
 
 Outside every box: ``teacher_cls`` = ``teacher_region`` = 255 and ``teacher_prob`` = 0.
+
+Precision: weights stay as loaded (fp32 by default); ``TeacherConfig.autocast="bfloat16"`` runs
+the encoder and the decoder under ``torch.autocast`` in bf16 (meant for the GPU, about half the
+activation memory and several times the speed there; on the CPU it works but is slow). Mask
+logits leave the model as float32 either way. The default ``"off"`` is plain fp32.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -38,43 +44,13 @@ import numpy as np
 import torch
 
 from goose_lib.ontology import IGNORE_INDEX
+from goose_lib.paths import EMBEDDED
 from goose_lib.teacher.boxes import BoxSet, box_pixels
+from goose_lib.teacher.config import DEFAULT_TEACHER, TeacherConfig
 
 NONE = IGNORE_INDEX  # value of teacher_cls / teacher_region where the teacher says nothing
 
 
-@dataclass(frozen=True)
-class TeacherConfig:
-    """How SAM3 turns boxes into a teacher map (fields marked * do not change the result)."""
-
-    multimask: bool = True  # 3 candidates per box, keep the highest predicted IoU; False: 1 mask
-    mask_threshold: float = 0.5  # teacher_cls needs P >= this
-    tie_margin: float = 0.05  # "max_prob": two classes above threshold within this of each other -> none
-    overlap: Literal["smallest_box", "max_prob"] = "smallest_box"  # who wins where boxes overlap
-    no_memory_level: Literal["original", "transformers"] = "original"  # see module doc
-    box_batch: int = 64  # * boxes decoded per call (per image)
-    image_batch: int = 1  # * images encoded per call
-
-    def __post_init__(self) -> None:
-        if not 0.0 < self.mask_threshold < 1.0:
-            raise ValueError(f"mask_threshold must be in (0, 1), got {self.mask_threshold}")
-        if self.tie_margin < 0:
-            raise ValueError(f"tie_margin must be >= 0, got {self.tie_margin}")
-        if self.box_batch < 1 or self.image_batch < 1:
-            raise ValueError("box_batch and image_batch must be >= 1")
-        if self.overlap not in ("smallest_box", "max_prob"):
-            raise ValueError(f"overlap must be 'smallest_box' or 'max_prob', got {self.overlap!r}")
-        if self.no_memory_level not in ("original", "transformers"):
-            raise ValueError(f"no_memory_level must be 'original' or 'transformers', got {self.no_memory_level!r}")
-
-    def result_key(self) -> dict[str, Any]:
-        """The fields that change teacher outputs (for cache keys)."""
-        return {"multimask": self.multimask, "mask_threshold": self.mask_threshold,
-                "tie_margin": self.tie_margin, "no_memory_level": self.no_memory_level,
-                "overlap": self.overlap}
-
-
-DEFAULT_TEACHER = TeacherConfig()
 
 
 @dataclass(frozen=True)
@@ -116,18 +92,28 @@ class Teacher:
         [(B,C0,4g,4g), (B,C1,2g,2g), (B,C,g,g)], with ``no_memory_embedding`` added per
         ``cfg.no_memory_level``."""
         self.calls["encode"] += 1
-        return encode_image(self.model, pixel_values, self.cfg.no_memory_level)
+        with self._precision():
+            return encode_image(self.model, pixel_values, self.cfg.no_memory_level)
+
+    def _precision(self) -> Any:
+        """``torch.autocast`` in bf16 when ``cfg.autocast`` asks for it, else nothing."""
+        import contextlib
+
+        if self.cfg.autocast == "off":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
     @torch.no_grad()
     def decode(self, embeddings: list[torch.Tensor], boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """boxes (B, n, 4) model-frame xyxy -> (logits (B, n, 4g, 4g), iou (B, n)) of the chosen mask."""
         self.calls["decode"] += 1
-        out = self.model(image_embeddings=embeddings, input_boxes=boxes, multimask_output=self.cfg.multimask)
+        with self._precision():
+            out = self.model(image_embeddings=embeddings, input_boxes=boxes, multimask_output=self.cfg.multimask)
         masks, iou = out.pred_masks, out.iou_scores  # (B, n, k, h, w), (B, n, k)
         best = iou.argmax(dim=-1)  # (B, n)
         idx = best[..., None, None, None].expand(-1, -1, 1, *masks.shape[-2:])
         logits = masks.gather(2, idx).squeeze(2)
-        return logits, iou.gather(2, best[..., None]).squeeze(-1)
+        return logits.float(), iou.gather(2, best[..., None]).squeeze(-1).float()
 
     @torch.no_grad()
     def predict(self, images: Sequence[np.ndarray], boxsets: Sequence[BoxSet]) -> list[TeacherMaps]:
@@ -293,11 +279,10 @@ def _compose_smallest(logits: torch.Tensor, boxes: BoxSet, threshold: float, cls
     return cls_map, prob_map, region_map
 
 
-def load_teacher(checkpoint: str = "embedded", *, cfg: TeacherConfig = DEFAULT_TEACHER,
+def load_teacher(sam3_checkpoint: str | os.PathLike = EMBEDDED, *, cfg: TeacherConfig = DEFAULT_TEACHER,
                  device: str = "auto", dtype: torch.dtype = torch.float32) -> Teacher:
-    """Load the SAM3 tracker strictly (``models.sam3.load_tracker``) and wrap it."""
+    """Load the SAM3 tracker of ``sam3_checkpoint`` strictly (``models.sam3.load_tracker``) and wrap it."""
     from goose_lib.models.sam3 import load_tracker
-    from goose_lib.paths import resolve_checkpoint, resolve_device
+    from goose_lib.paths import resolve_device
 
-    path = resolve_checkpoint(checkpoint)
-    return Teacher(load_tracker(path, device=resolve_device(device), dtype=dtype), cfg)
+    return Teacher(load_tracker(sam3_checkpoint, device=resolve_device(device), dtype=dtype), cfg)

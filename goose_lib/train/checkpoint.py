@@ -1,18 +1,9 @@
-"""Student checkpoints: a self-contained folder, written atomically, loadable without SAM3.
+"""Training checkpoints: what exact resume needs on top of a student checkpoint folder.
 
-Folder layout (``save_student``)::
-
-    model.safetensors     the weights to use for inference (the EMA weights when EMA is on)
-    vision_config.json    the encoder's transformers config (architecture; no SAM3 folder needed)
-    run.json              {"format", "student": StudentConfig, "params": all run parameters,
-                           + ``info`` (step, RNG states, metrics, ...)}
-    train_state.pt        optional: what exact resume needs beyond run.json (optimizer, scheduler,
-                           raw training weights when they differ from model.safetensors, EMA, ...)
-
-The folder is written under a temporary sibling name and renamed into place, so a reader (or an
-interrupted writer) never sees half a checkpoint. A training run keeps its checkpoints under
-``<out_dir>/checkpoints/step_NNNNNNN`` and points at the newest complete one with ``latest.json``
-(written atomically after the folder is complete).
+The folder format, its writer and the student loader are :mod:`goose_lib.models.checkpoint`;
+this module adds ``train_state.pt`` (optimizer, scheduler, raw weights under EMA), RNG states,
+``<run>/checkpoints/step_N`` rotation and ``latest.json`` (:func:`save_training`), and restores
+them (:func:`restore_training`).
 """
 
 from __future__ import annotations
@@ -27,113 +18,16 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
-from goose_lib.config import ParameterError, to_dict, validate
-from goose_lib.io import atomic_dir, atomic_write_json, read_json
-
-FORMAT = "goose-student-v1"
-WEIGHTS_FILE = "model.safetensors"
-VISION_CONFIG_FILE = "vision_config.json"
-RUN_FILE = "run.json"
-STATE_FILE = "train_state.pt"
-LATEST_FILE = "latest.json"
-
-
-class CheckpointLoadError(ValueError):
-    """A student checkpoint folder that cannot be loaded; the message starts with the path."""
-
-
-def _tensors_for_file(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """CPU, contiguous, and no two tensors sharing memory (safetensors refuses shared storage)."""
-    out: dict[str, torch.Tensor] = {}
-    seen: set[tuple[int, int]] = set()
-    for k, v in state.items():
-        t = v.detach().to("cpu").contiguous()
-        ident = (t.untyped_storage().data_ptr(), t.storage_offset()) if t.numel() else (id(t), 0)
-        if ident in seen:
-            t = t.clone()
-        seen.add(ident)
-        out[k] = t
-    return out
-
-
-def _student_config_dict(student: torch.nn.Module) -> dict[str, Any]:
-    cfg = getattr(student, "config", None)
-    if cfg is None:
-        raise TypeError("student has no .config (StudentConfig); build it with build_student")
-    return to_dict(cfg)
-
-
-def _vision_config_dict(student: torch.nn.Module) -> dict[str, Any]:
-    vc = getattr(student, "vision_config", None)
-    if vc is None:
-        raise TypeError("student has no .vision_config (the encoder's transformers config)")
-    return vc.to_dict() if hasattr(vc, "to_dict") else dict(vc)
-
-
-def save_student(dir: str | os.PathLike, student: torch.nn.Module, *, params: Mapping[str, Any],
-                 extra_state: Mapping[str, Any] | None = None, info: Mapping[str, Any] | None = None,
-                 weights: Mapping[str, torch.Tensor] | None = None) -> Path:
-    """Write a student checkpoint folder at ``dir`` atomically (replacing one that exists).
-
-    ``params``: every parameter of the run (JSON-ready); ``info``: more top-level run.json entries
-    (step, RNG states, metrics); ``weights``: the state dict to save instead of the student's own
-    (e.g. EMA weights); ``extra_state``: resume state saved to ``train_state.pt`` with
-    ``torch.save`` (tensors, numbers, strings, lists and dicts only).
-    """
-    dir = Path(dir)
-    with atomic_dir(dir) as tmp:
-        state = weights if weights is not None else student.state_dict()
-        save_file(_tensors_for_file(state), str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
-        atomic_write_json(tmp / VISION_CONFIG_FILE, _vision_config_dict(student))
-        run = {"format": FORMAT, "student": _student_config_dict(student), "params": dict(params),
-               **dict(info or {})}
-        atomic_write_json(tmp / RUN_FILE, run)
-        if extra_state is not None:
-            torch.save(dict(extra_state), tmp / STATE_FILE)
-    return dir
-
-
-def load_run(dir: str | os.PathLike) -> dict[str, Any]:
-    """The ``run.json`` of a checkpoint folder (raises naming the folder when it is not one)."""
-    path = Path(dir) / RUN_FILE
-    if not path.is_file():
-        raise CheckpointLoadError(f"{dir}: not a student checkpoint (no {RUN_FILE}); "
-                                  "pass the folder written by train() / save_student()")
-    run = read_json(path)
-    if run.get("format") != FORMAT:
-        raise CheckpointLoadError(f"{path}: unknown checkpoint format {run.get('format')!r}, expected {FORMAT!r}")
-    return run
-
-
-def load_student(dir: str | os.PathLike, *, device: str | torch.device = "cpu") -> torch.nn.Module:
-    """Rebuild the student saved in ``dir`` (strict: missing or unexpected keys raise).
-
-    Needs no SAM3 folder: the architecture comes from ``vision_config.json`` and ``run.json``.
-    """
-    from transformers import Sam3VisionConfig
-
-    from goose_lib.models.student import StudentConfig, build_student
-
-    dir = Path(dir)
-    run = load_run(dir)
-    for name in (VISION_CONFIG_FILE, WEIGHTS_FILE):
-        if not (dir / name).is_file():
-            raise CheckpointLoadError(f"{dir}: incomplete student checkpoint, {name} is missing")
-    try:
-        cfg = validate(StudentConfig, run["student"])
-    except (KeyError, ParameterError) as exc:
-        raise CheckpointLoadError(f"{dir / RUN_FILE}: bad student configuration ({exc})") from exc
-    vision_config = Sam3VisionConfig.from_dict(read_json(dir / VISION_CONFIG_FILE))
-    student = build_student(cfg, device="cpu", vision_config=vision_config)
-    state = load_file(str(dir / WEIGHTS_FILE))
-    result = student.load_state_dict(state, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise CheckpointLoadError(
-            f"{dir / WEIGHTS_FILE}: weights do not match the student architecture "
-            f"(missing {result.missing_keys[:8]}, unexpected {result.unexpected_keys[:8]})")
-    return student.to(device).eval()
+from goose_lib.models.checkpoint import (
+    STATE_FILE,
+    WEIGHTS_FILE,
+    CheckpointLoadError,
+    load_run,
+    save_student,
+    write_latest,
+)
 
 
 def load_train_state(dir: str | os.PathLike) -> dict[str, Any]:
@@ -142,27 +36,6 @@ def load_train_state(dir: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointLoadError(f"{path}: missing; this checkpoint cannot resume training")
     return torch.load(path, map_location="cpu", weights_only=True)
-
-
-# --- latest pointer ----------------------------------------------------------------------------
-
-def write_latest(out_dir: str | os.PathLike, ckpt: str | os.PathLike, step: int) -> Path:
-    """Point ``<out_dir>/latest.json`` at the complete checkpoint folder ``ckpt``."""
-    out_dir = Path(out_dir)
-    rel = os.path.relpath(Path(ckpt), out_dir)
-    return atomic_write_json(out_dir / LATEST_FILE, {"checkpoint": rel, "step": int(step)})
-
-
-def find_latest(out_dir: str | os.PathLike) -> Path | None:
-    """The newest complete checkpoint folder of a run, or None when the run has none."""
-    path = Path(out_dir) / LATEST_FILE
-    if not path.is_file():
-        return None
-    ckpt = Path(out_dir) / read_json(path)["checkpoint"]
-    if not (ckpt / RUN_FILE).is_file():
-        raise CheckpointLoadError(f"{path}: points at {ckpt}, which is not a complete checkpoint; "
-                                  "delete latest.json to start over")
-    return ckpt
 
 
 # --- training checkpoints (resume) ------------------------------------------------------------

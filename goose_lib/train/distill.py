@@ -89,13 +89,23 @@ def _class_mask(region: torch.Tensor, classes: Sequence[int]) -> torch.Tensor:
     return table[region.long().clamp(0, 255)]
 
 
+def protected(label: torch.Tensor, teacher_region: torch.Tensor, classes: Sequence[int]) -> torch.Tensor:
+    """Pixels whose label a teacher target must not overrule: labelled with a real class that is
+    neither the pixel's target class nor distilled itself (void 0 and ignore 255 are not protected)."""
+    lab = label.long()
+    return ((lab != teacher_region.long()) & ~_class_mask(label, classes) & (lab != 0) & (lab != IGNORE_INDEX))
+
+
 def distill_loss(logits: torch.Tensor, teacher_cls: torch.Tensor, teacher_prob: torch.Tensor,
-                 teacher_region: torch.Tensor, classes: Sequence[int], *, mode: DistillMode = "soft") -> torch.Tensor:
+                 teacher_region: torch.Tensor, classes: Sequence[int], *, mode: DistillMode = "soft",
+                 label: torch.Tensor | None = None) -> torch.Tensor:
     """Unweighted distillation loss (scalar, differentiable w.r.t. ``logits``).
 
     logits (B, C, S, S); teacher maps (B, S, S) (``teacher_cls`` is unused by the soft loss; kept
     for a uniform signature). ``"soft"``: mean over pixels with ``teacher_region`` in ``classes``
-    of BCE(softmax(logits)[region class], teacher_prob / 255). Other modes, or no such pixel: 0.
+    of BCE(softmax(logits)[region class], teacher_prob / 255). ``label`` given: pixels
+    :func:`protected` by their label are left out (a selected class's targets never pull a pixel
+    labelled with another, undistilled class toward it). Other modes, or no such pixel: 0.
     """
     zero = logits.sum() * 0.0
     if mode != "soft" or not classes:
@@ -103,6 +113,8 @@ def distill_loss(logits: torch.Tensor, teacher_cls: torch.Tensor, teacher_prob: 
     if logits.shape[-2:] != teacher_region.shape[-2:]:
         raise ValueError(f"distill_loss: logits {tuple(logits.shape)} vs teacher maps {tuple(teacher_region.shape)}")
     sel = _class_mask(teacher_region, classes)
+    if label is not None:
+        sel = sel & ~protected(label, teacher_region, classes)
     if not bool(sel.any()):
         return zero
     # Contiguous (n, C) logit rows (reductions over the last dim, not strided ones over dim 1),
@@ -167,16 +179,19 @@ class _SoftBCE(torch.autograd.Function):
 
 
 def replace_labels(label: torch.Tensor, teacher_cls: torch.Tensor, teacher_prob: torch.Tensor,
-                   teacher_region: torch.Tensor, classes: Sequence[int]) -> torch.Tensor:
+                   teacher_region: torch.Tensor, classes: Sequence[int], *, protect: bool = False) -> torch.Tensor:
     """The label with the teacher's masks of ``classes`` in place (rule in the module doc).
 
     All maps (…, H, W); returns a new tensor of ``label``'s dtype. ``teacher_prob`` is unused
-    (``teacher_cls`` is already thresholded by the teacher).
+    (``teacher_cls`` is already thresholded by the teacher). ``protect``: pixels :func:`protected`
+    by their label keep it.
     """
     if not classes:
         return label.clone()
     out = label.clone()
     sel = _class_mask(teacher_region, classes)
+    if protect:
+        sel = sel & ~protected(label, teacher_region, classes)
     region = teacher_region.long()
     agree = sel & (teacher_cls.long() == region)
     drop = sel & (label.long() == region) & ~agree
@@ -229,3 +244,41 @@ class TeacherTargets:
             out[k] = t[k]
         return out
 
+
+# --- what the training loop uses (from TrainConfig's distill_* fields) ------------------------
+
+@dataclass
+class DistillSetup:
+    """Active distillation: what to attach before augmentation and how to use it in the loss."""
+
+    mode: str  # "soft" | "replace"
+    weight: float
+    classes: tuple[int, ...]
+    attach: Any  # TeacherTargets: item -> item with teacher_cls / teacher_prob / teacher_region
+    protect: bool = True  # labels of undistilled classes are never overruled (see protected())
+
+    def _maps(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        missing = [k for k in ("teacher_cls", "teacher_prob", "teacher_region") if k not in batch]
+        if missing:
+            raise KeyError(f"batch lacks teacher maps {missing}; TeacherTargets must run before augmentation")
+        return batch["teacher_cls"], batch["teacher_prob"], batch["teacher_region"]
+
+    def loss(self, logits: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
+        return distill_loss(logits, *self._maps(batch), self.classes, mode="soft",
+                            label=batch["label"] if self.protect else None)
+
+    def replace(self, batch: dict[str, Any]) -> torch.Tensor:
+        return replace_labels(batch["label"], *self._maps(batch), self.classes, protect=self.protect)
+
+
+def make_distill(cfg: Any) -> tuple[DistillSetup | None, str | None]:
+    """``(setup or None, note)``: None when distillation is off or has no classes; ``note`` says
+    why training runs without it when it was asked for (for the warning and the log)."""
+    if cfg.distill_mode == "off":
+        return None, None
+    dcfg, message = resolve_distill(cfg.distill_mode, cfg.distill_weight, cfg.distill_classes,
+                                    cfg.distill_selection or None, cfg.teacher_cache or None)
+    if not dcfg.active:
+        return None, message
+    return DistillSetup(dcfg.mode, dcfg.weight, dcfg.classes, TeacherTargets(dcfg.cache_dir),
+                        protect=cfg.distill_protect), None

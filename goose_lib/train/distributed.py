@@ -3,6 +3,12 @@
 A single process (no ``WORLD_SIZE`` in the environment, or 1) gets a trivial context; under
 torchrun the process group is created from the environment (gloo on CPU, nccl on CUDA, one GPU
 per local rank) and destroyed again by :meth:`DistContext.close` if this module created it.
+
+On CUDA each rank is bound to ``cuda:LOCAL_RANK`` with ``torch.cuda.set_device`` *before* the
+process group is created and before any collective: NCCL's object collectives
+(``all_gather_object``) and ``barrier`` place their tensors on the *current* device, so without
+the binding every rank would use ``cuda:0`` (a hang or "Duplicate GPU detected"). Every collective
+below runs on the context's device.
 """
 
 from __future__ import annotations
@@ -26,7 +32,10 @@ class DistContext:
 
     def barrier(self) -> None:
         if self.world_size > 1:
-            dist.barrier()
+            if self.device.type == "cuda":
+                dist.barrier(device_ids=[self.device.index])
+            else:
+                dist.barrier()
 
     def close(self) -> None:
         if self.owns_group and dist.is_initialized():
@@ -43,6 +52,9 @@ def setup_distributed(device: str = "auto") -> DistContext:
     local = int(os.environ.get("LOCAL_RANK", "0"))
     cuda = dev.startswith("cuda")
     torch_device = torch.device("cuda", local) if cuda else torch.device(dev)
+    if cuda:
+        # Before the group and any collective (see the module docstring).
+        torch.cuda.set_device(torch_device)
     owns = False
     if not dist.is_initialized():
         if cuda:
@@ -53,19 +65,26 @@ def setup_distributed(device: str = "auto") -> DistContext:
     return DistContext(dist.get_rank(), dist.get_world_size(), torch_device, owns)
 
 
-def all_reduce_mean(t: torch.Tensor) -> float:
-    """Mean of a scalar tensor over all ranks (the value itself in a single process)."""
+def all_reduce_mean(t: torch.Tensor, device: torch.device | None = None) -> float:
+    """Mean of a scalar tensor over all ranks (the value itself in a single process); the reduced
+    tensor lives on ``device`` (the rank's bound device) when given, else where ``t`` is."""
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        t = t.detach().clone()
+        t = t.detach().clone().to(device if device is not None else t.device)
         dist.all_reduce(t)
         t /= dist.get_world_size()
     return float(t)
 
 
-def all_gather_objects(obj: Any) -> list[Any]:
-    """``[obj of rank 0, obj of rank 1, ...]`` (``[obj]`` in a single process)."""
+def all_gather_objects(obj: Any, device: torch.device | None = None) -> list[Any]:
+    """``[obj of rank 0, obj of rank 1, ...]`` (``[obj]`` in a single process). On CUDA the
+    pickled objects travel as tensors on ``device`` (default: the current device, which
+    :func:`setup_distributed` bound to ``cuda:LOCAL_RANK``)."""
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         out: list[Any] = [None] * dist.get_world_size()
-        dist.all_gather_object(out, obj)
+        if device is not None and device.type == "cuda":
+            with torch.cuda.device(device):
+                dist.all_gather_object(out, obj)
+        else:
+            dist.all_gather_object(out, obj)
         return out
     return [obj]

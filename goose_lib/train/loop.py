@@ -9,8 +9,9 @@ process group is created here from torchrun's environment when there is none.
 Files in ``out_dir``: ``metrics.jsonl`` (one JSON object per line: ``{"step", "loss", "lr"}``
 every ``log_interval`` steps, ``{"step", "val_composite", "val_miou", "val_category_miou"}`` after
 each validation, ``{"step", "event", "message"}`` for notes such as disabled distillation),
-``checkpoints/step_NNNNNNN/`` (see :mod:`goose_lib.train.checkpoint`), ``latest.json`` (the newest
-complete checkpoint). The single optimizer step lives in :mod:`goose_lib.train.step`.
+``checkpoints/step_NNNNNNN/`` (see :mod:`goose_lib.models.checkpoint`), ``latest.json`` (the newest
+complete checkpoint), with ``keep_best`` > 0 ``best/step_NNNNNNN/`` + ``best/best.json`` (the best
+validated inference weights, EMA when on, for checkpoint ensembles). The single optimizer step lives in :mod:`goose_lib.train.step`.
 """
 
 from __future__ import annotations
@@ -27,35 +28,35 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from goose_lib.config import EvalProtocol, to_dict, validate
-from goose_lib.data.augment import EvalTransform, TrainTransform
+from goose_lib.data.augment import TrainTransform
 from goose_lib.data.dataset import GooseDataset
 from goose_lib.io import atomic_write_text
 from goose_lib.metrics import ConfusionMatrix, compute_scores
+from goose_lib.models.checkpoint import find_latest, load_run, save_best
 from goose_lib.train import checkpoint as ckpt
 from goose_lib.train.config import TrainConfig
+from goose_lib.train.distill import make_distill
 from goose_lib.train.distributed import all_gather_objects, setup_distributed
-from goose_lib.train.sampling import DrawDataset, DrawSampler, class_presence, list_collate, repeat_factors
-from goose_lib.train.step import (  # noqa: F401 - re-exported: the loop's public API
-    EMA,
-    TrainingDiverged,
-    TrainState,
-    compute_loss,
-    lr_factor,
-    make_state,
-    train_step,
-    weights_digest,
+from goose_lib.train.losses import criterion_for
+from goose_lib.train.sampling import (
+    DrawDataset,
+    DrawSampler,
+    class_pixel_counts,
+    class_presence,
+    list_collate,
+    repeat_factors,
+    with_copy_paste,
 )
-from goose_lib.train.wiring import make_distill
+from goose_lib.train.step import TrainingDiverged, make_state, train_step, weights_digest
 
 LOG_FILE = "metrics.jsonl"
 # Parameters a resumed run may change (they do not change what is computed, except ``steps``,
 # which stretches the remaining poly schedule).
 RESUME_MAY_CHANGE = frozenset({"steps", "device", "num_workers", "val_interval", "checkpoint_interval",
-                               "keep_checkpoints", "log_interval"})
+                               "keep_checkpoints", "keep_best", "log_interval"})
 
 
 @dataclass
@@ -63,7 +64,7 @@ class TrainResult:
     """What :func:`train` returns (rank 0's view under torchrun)."""
 
     out_dir: Path
-    checkpoint: Path  # the final checkpoint folder (load with checkpoint.load_student)
+    checkpoint: Path  # the final checkpoint folder (goose_lib.models.checkpoint.load_student)
     step: int
     history: list[dict[str, Any]]  # the rows of metrics.jsonl
     val: dict[str, Any] | None  # the last validation's Scores.to_dict()
@@ -75,16 +76,21 @@ class TrainResult:
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, loader: torch.utils.data.DataLoader, ontology: Any, device: torch.device,
              *, protocol: EvalProtocol | None = None, progress: bool = False) -> dict[str, Any]:
-    """Single-scale validation (image stretched to the input, logits resized back to the label):
-    ``compute_scores(...).to_dict()`` over every rank's share of ``loader``."""
+    """Validation as notebook 04 / ``goose evaluate`` score mode ``single``: each image through
+    :func:`goose_lib.infer.tta.predict` with the default single-scale :class:`TTAConfig` (the same
+    function, so the composite training reports is the one evaluation reports), counted with
+    :class:`ConfusionMatrix` and summed over every rank's share of ``loader`` (raw items)."""
+    from goose_lib.infer.config import DEFAULT_TTA
+    from goose_lib.infer.tta import predict
+
     was_training = model.training
     model.eval()
     cm = ConfusionMatrix(ontology.num_classes)
     for batch in tqdm(loader, desc="validate", disable=not progress, leave=False):
-        logits = model(batch["image"].to(device)).float()
-        for lg, label in zip(logits, batch["label"]):
-            up = F.interpolate(lg[None], size=tuple(label.shape), mode="bilinear", align_corners=False)
-            cm.update(up[0].argmax(0), label.to(device))
+        for item in batch:
+            if item["label"] is None:
+                raise ValueError(f"{item['sample'].image}: no label; validation needs a labelled split")
+            cm.update(predict(model, item["image"], DEFAULT_TTA), item["label"], where=str(item["sample"].image))
     model.train(was_training)
     counts = torch.as_tensor(cm.counts, dtype=torch.int64)
     if dist.is_available() and dist.is_initialized():
@@ -107,6 +113,15 @@ def _read_log(path: Path) -> list[dict[str, Any]]:
 def _append_log(path: Path, row: dict[str, Any]) -> None:
     with open(path, "a") as f:
         f.write(json.dumps(row, default=float) + "\n")
+
+
+def resume_world_size_message(out_dir: Path, saved: Any, now: int, cfg: TrainConfig) -> str:
+    """Why a run is not resumed with another number of processes (and what to do instead)."""
+    return (f"{out_dir}: the checkpoint was written by {saved} process(es), this launch has {now}. "
+            f"Resuming would change the global batch ({cfg.batch_size} x {cfg.accumulation} accumulation x "
+            "processes), the per-rank data streams and the saved RNG states, i.e. silently train a "
+            f"different schedule, so it is refused. Relaunch with {saved} processes (torchrun "
+            "--nnodes x --nproc_per_node), or start a new out_dir.")
 
 
 def train(cfg: TrainConfig, out_dir: str | os.PathLike, *, progress: bool = True) -> TrainResult:
@@ -135,21 +150,25 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, *, progress: bool = True
         state.distill = distill
 
         train_base = GooseDataset(cfg.data_root, cfg.train_split, config=cfg.data_config(cfg.train_limit))
-        val_set = GooseDataset(cfg.data_root, cfg.val_split, config=cfg.data_config(cfg.val_limit),
-                               transform=EvalTransform(image_size))
-        factors = None
+        val_set = GooseDataset(cfg.data_root, cfg.val_split, config=cfg.data_config(cfg.val_limit))
+        factors, pixels = None, None
+        if cfg.repeat_threshold > 0 or cfg.loss == "class_balanced" or cfg.copy_paste_classes:
+            pixels = class_pixel_counts(train_base.samples, train_base.ontology.num_classes,
+                                        progress=progress and ctx.rank == 0)
         if cfg.repeat_threshold > 0:
-            presence = class_presence(train_base.samples, train_base.ontology.num_classes,
-                                      progress=progress and ctx.rank == 0)
-            factors = repeat_factors(presence, cfg.repeat_threshold)
+            factors = repeat_factors(class_presence(train_base.samples, 0, counts=pixels), cfg.repeat_threshold)
+        state.criterion = criterion_for(cfg, train_base.ontology, None if pixels is None else pixels.sum(0))
 
         params = to_dict(cfg) | {"world_size": ctx.world_size, "image_size": image_size}
         log_path = out_dir / LOG_FILE
         resumed_from = None
-        latest = ckpt.find_latest(out_dir)
+        latest = find_latest(out_dir)
         if latest is not None:
-            saved = ckpt.load_run(latest)["params"]
-            changed = {k for k in params if k not in RESUME_MAY_CHANGE and saved.get(k) != params[k]}
+            saved = load_run(latest)["params"]
+            defaults = to_dict(TrainConfig())  # a parameter added since the run was saved had its default
+            changed = {k for k in params if k not in RESUME_MAY_CHANGE and saved.get(k, defaults.get(k)) != params[k]}
+            if "world_size" in changed:
+                raise ValueError(resume_world_size_message(out_dir, saved.get("world_size"), ctx.world_size, cfg))
             if changed:
                 raise ValueError(f"{out_dir}: holds a run with other parameters ({sorted(changed)}); "
                                  "use another out_dir or the same parameters to resume")
@@ -163,9 +182,13 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, *, progress: bool = True
             for note in notes:
                 _append_log(log_path, {"step": state.step, "event": "note", "message": note})
 
-        transform = TrainTransform(image_size, cfg.geometry(), cfg.photometric_config())
-        draws = DrawDataset(train_base, transform, seed=cfg.seed,
-                            pre=distill.attach if distill is not None else None)
+        pre = distill.attach if distill is not None else None
+        transform, paste_note = with_copy_paste(TrainTransform(image_size, cfg.geometry(), cfg.photometric_config()),
+                                                cfg, train_base, pixels, pre)
+        if paste_note and ctx.rank == 0:
+            notes.append(paste_note)
+            _append_log(log_path, {"step": state.step, "event": "note", "message": paste_note})
+        draws = DrawDataset(train_base, transform, seed=cfg.seed, pre=pre)
         sampler = DrawSampler(len(train_base), batch_size=cfg.batch_size, seed=cfg.seed, factors=factors,
                               rank=ctx.rank, world_size=ctx.world_size, start_micro=state.step * cfg.accumulation)
         loader = torch.utils.data.DataLoader(draws, batch_size=cfg.batch_size, sampler=sampler,
@@ -207,9 +230,12 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, *, progress: bool = True
                 if ctx.rank == 0:
                     _append_log(log_path, vrow)
                     history.append(vrow)
+                    if cfg.keep_best:
+                        save_best(out_dir, state.step, state.eval_model, params=params,
+                                       composite=last_val["composite"], keep=cfg.keep_best)
             if final or (cfg.checkpoint_interval and state.step % cfg.checkpoint_interval == 0):
-                rngs = all_gather_objects(ckpt.rng_state())
-                sums = all_gather_objects(weights_digest(state.model)) if ctx.world_size > 1 else None
+                rngs = all_gather_objects(ckpt.rng_state(), device)
+                sums = all_gather_objects(weights_digest(state.model), device) if ctx.world_size > 1 else None
                 if ctx.rank == 0:
                     info = {"step": state.step, "rng": rngs, "loss": loss, "notes": notes,
                             "val": last_val, "distill_active": distill is not None, "rank_digests": sums}
@@ -221,7 +247,7 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, *, progress: bool = True
         bar.close()
         if last_val is None:  # resumed at the end: nothing was trained, validate once for the result
             last_val = evaluate(state.eval_model, val_loader, val_set.ontology, device)
-        final_ckpt = ckpt.find_latest(out_dir) if ctx.rank == 0 else last_ckpt
+        final_ckpt = find_latest(out_dir) if ctx.rank == 0 else last_ckpt
         return TrainResult(out_dir=out_dir, checkpoint=Path(final_ckpt or last_ckpt), step=state.step,
                            history=_read_log(log_path) if ctx.rank == 0 else history, val=last_val,
                            notes=notes, resumed_from=resumed_from, wall_time=time.time() - start_time)

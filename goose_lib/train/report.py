@@ -10,7 +10,8 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from goose_lib.config import EvalProtocol
-from goose_lib.data.dataset import GooseDataset, read_label
+from goose_lib.data.dataset import GooseDataset
+from goose_lib.data.decode import read_label
 from goose_lib.metrics import ConfusionMatrix, compute_scores
 
 
@@ -18,8 +19,8 @@ def majority_baseline(cfg: Any, *, protocol: EvalProtocol | None = None, progres
     """Predict the most frequent training class (by pixels) everywhere on the validation split.
 
     ``cfg``: a :class:`goose_lib.train.loop.TrainConfig` (data root, splits, limits). Returns
-    ``{"class_id", "class_name", "scores": Scores.to_dict()}``. Under ``ignore_void`` the void class
-    is not a candidate (its pixels are not scored).
+    ``{"class_id", "class_name", "scores": Scores.to_dict()}``. A class the protocol drops
+    (e.g. the void classes under ``ignore_void_category``) is not a candidate (its pixels are not scored).
     """
     protocol = protocol or EvalProtocol()
     train = GooseDataset(cfg.data_root, cfg.train_split, config=cfg.data_config(cfg.train_limit))
@@ -28,8 +29,7 @@ def majority_baseline(cfg: Any, *, protocol: EvalProtocol | None = None, progres
     for s in tqdm(train.samples, desc="class frequency", disable=not progress, leave=False):
         if s.labelids is not None:
             counts += np.bincount(read_label(s.labelids, ont.num_classes).ravel(), minlength=ont.num_classes)
-    if protocol.void == "ignore_void":
-        counts[0] = 0
+    counts[protocol.dropped_classes(ont)] = 0
     majority = int(counts.argmax())
     val = GooseDataset(cfg.data_root, cfg.val_split, config=cfg.data_config(cfg.val_limit))
     cm = ConfusionMatrix(ont.num_classes)

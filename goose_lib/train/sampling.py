@@ -20,7 +20,7 @@ import numpy as np
 import torch.utils.data
 from tqdm.auto import tqdm
 
-from goose_lib.data.dataset import read_label
+from goose_lib.data.decode import read_label
 
 
 def repeat_factors(presence: np.ndarray, threshold: float) -> np.ndarray:
@@ -40,15 +40,23 @@ def repeat_factors(presence: np.ndarray, threshold: float) -> np.ndarray:
     return per_image.max(1) if presence.shape[1] else np.ones(n)
 
 
-def class_presence(samples: Sequence[Any], num_classes: int, *, ignore: Sequence[int] = (),
-                   progress: bool = True) -> np.ndarray:
-    """(N, num_classes) bool: which classes each sample's label map contains (reads the labels)."""
-    out = np.zeros((len(samples), num_classes), dtype=bool)
-    for i, s in enumerate(tqdm(samples, desc="class presence", disable=not progress, leave=False)):
+def class_pixel_counts(samples: Sequence[Any], num_classes: int, *, progress: bool = True) -> np.ndarray:
+    """(N, num_classes) int64: pixels of each class in each sample's label map (reads the labels)."""
+    out = np.zeros((len(samples), num_classes), dtype=np.int64)
+    for i, s in enumerate(tqdm(samples, desc="class pixels", disable=not progress, leave=False)):
         if s.labelids is None:
             continue
-        counts = np.bincount(read_label(s.labelids, num_classes).ravel(), minlength=num_classes)
-        out[i] = counts[:num_classes] > 0
+        out[i] = np.bincount(read_label(s.labelids, num_classes).ravel(), minlength=num_classes)[:num_classes]
+    return out
+
+
+def class_presence(samples: Sequence[Any], num_classes: int, *, ignore: Sequence[int] = (),
+                   progress: bool = True, counts: np.ndarray | None = None) -> np.ndarray:
+    """(N, num_classes) bool: which classes each sample's label map contains (reads the labels,
+    unless ``counts`` from :func:`class_pixel_counts` is given)."""
+    if counts is None:
+        counts = class_pixel_counts(samples, num_classes, progress=progress)
+    out = counts > 0
     for k in ignore:
         out[:, k] = False
     return out
@@ -122,10 +130,36 @@ class DrawDataset(torch.utils.data.Dataset):
         return self.transform(item, np.random.default_rng([self.seed, 1, g]))
 
 
-def list_collate(items: list[dict]) -> dict[str, Any]:
-    """Validation batches: images stacked (B,3,S,S); maps kept as lists (their sizes differ)."""
-    out: dict[str, Any] = {"image": torch.stack([it["image"] for it in items])}
-    for k in items[0]:
-        if k != "image":
-            out[k] = [it[k] for it in items]
-    return out
+def list_collate(items: list[dict]) -> list[dict]:
+    """Validation batches: the items as they are (images and maps of different sizes)."""
+    return items
+
+
+def with_copy_paste(transform: Any, cfg: Any, base: Any, pixels: Any, pre: Any = None) -> tuple[Any, str | None]:
+    """``(transform, note)``: ``transform`` wrapped in rare-class copy-paste when ``cfg.copy_paste_classes``
+    is set (sources: the training samples holding any of them, from ``pixels`` (N, K) counts), and
+    the note for the training log saying what is pasted (or why nothing is)."""
+    if not cfg.copy_paste_classes:
+        return transform, None
+    from goose_lib.data.copy_paste import CopyPasteConfig, CopyPasteTransform
+
+    classes = tuple(int(c) for c in cfg.copy_paste_classes)
+    pcfg = CopyPasteConfig(classes=classes, prob=cfg.copy_paste_prob, count=cfg.copy_paste_count)
+    held = [c for c in classes if c < pixels.shape[1]]
+    sources = [int(i) for i in (pixels[:, held] > 0).any(1).nonzero()[0]] if held else []
+    if not sources:
+        return transform, f"copy-paste: none of classes {list(classes)} occurs in the training split -> off"
+    wrapped = CopyPasteTransform(transform, _Loader(base, pre), sources, pcfg)
+    return wrapped, (f"copy-paste: classes {list(classes)} from {len(sources)} source images, "
+                     f"prob {pcfg.prob}, {pcfg.count} object(s) per image")
+
+
+class _Loader:
+    """``load(i)`` = ``pre(base[i])`` (picklable for DataLoader workers)."""
+
+    def __init__(self, base: Any, pre: Any) -> None:
+        self.base, self.pre = base, pre
+
+    def __call__(self, i: int) -> Any:
+        item = self.base[i]
+        return self.pre(item) if self.pre is not None else item

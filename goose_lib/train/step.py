@@ -8,16 +8,15 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
+from goose_lib.models.student import build_student
 from goose_lib.train import losses
+from goose_lib.train.config import TrainConfig
+from goose_lib.train.distill import DistillSetup
 from goose_lib.train.distributed import DistContext, all_reduce_mean
-from goose_lib.train.wiring import DistillSetup, build_student_for
-
-if TYPE_CHECKING:
-    from goose_lib.train.loop import TrainConfig
 
 
 class TrainingDiverged(RuntimeError):
@@ -64,6 +63,7 @@ class TrainState:
     device: torch.device
     ema: EMA | None = None
     distill: DistillSetup | None = None
+    criterion: losses.Criterion | None = None  # None = plain cross-entropy (set by the loop from cfg)
     step: int = 0
 
     def autocast(self) -> contextlib.AbstractContextManager:
@@ -81,7 +81,7 @@ def make_state(cfg: TrainConfig, device: torch.device, ctx: DistContext | None =
     from goose_lib.models.student import param_groups
 
     torch.manual_seed(cfg.seed)
-    model = build_student_for(cfg, device)
+    model = build_student(cfg.student_config(), device=device)
     groups = param_groups(model, lr=cfg.lr, weight_decay=cfg.weight_decay, layer_decay=cfg.layer_decay)
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay,
                                   fused=device.type in ("cpu", "cuda"))  # one kernel for all parameters
@@ -117,7 +117,10 @@ def compute_loss(state: TrainState, batch: dict[str, Any]) -> torch.Tensor:
         label = d.replace(batch)
     with state.autocast():
         logits = state.net(batch["image"])
-    loss = losses.segmentation_loss(logits, label, label_smoothing=state.cfg.label_smoothing)
+    if state.criterion is not None:
+        loss = state.criterion(logits, label)
+    else:
+        loss = losses.segmentation_loss(logits, label, label_smoothing=state.cfg.label_smoothing)
     if d is not None and d.mode == "soft":
         loss = loss + d.weight * d.loss(logits.float(), batch)
     return loss
@@ -136,7 +139,7 @@ def train_step(state: TrainState, micro_batches: list[dict[str, Any]]) -> float:
             loss = compute_loss(state, _to(batch, state.device))
             (loss / n).backward()
         total += loss.detach()
-    value = all_reduce_mean(total / n)
+    value = all_reduce_mean(total / n, state.device)
     if not math.isfinite(value):
         state.optimizer.zero_grad(set_to_none=True)
         raise TrainingDiverged(f"loss is {value} at step {state.step + 1}")

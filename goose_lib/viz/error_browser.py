@@ -100,7 +100,8 @@ class EvalErrorBrowser:
 
     def _image_score(self, key: str) -> float:
         """Per-image score used for ordering: composite, or the chosen class's IoU."""
-        counts = apply_protocol(self.result.image_counts[self.mode.value][key], self.result.protocol)
+        counts = apply_protocol(self.result.image_counts[self.mode.value][key], self.result.protocol,
+                                self.result.ontology)
         c = int(self.klass.value)
         if c == NO_HIGHLIGHT:
             rows = self.result.per_image
@@ -135,6 +136,13 @@ class EvalErrorBrowser:
         if c != NO_HIGHLIGHT:
             self.browser.focus.value = c
         self.widget.children = [self.widget.children[0], self.info, self.browser.widget]
+
+    def mask_lab(self, teacher: Any, **kwargs: Any) -> Any:
+        """The image shown now in a :class:`goose_lib.viz.mask_lab.MaskLab` (the student panel
+        shows this mode's prediction; the chosen class, if any, is the lab's class)."""
+        if self.browser is None:
+            raise ValueError("no image selected: the current class / mode offers none")
+        return self.browser.mask_lab(teacher, **kwargs)
 
     def _ipython_display_(self) -> None:
         from IPython.display import display

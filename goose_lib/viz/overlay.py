@@ -247,7 +247,7 @@ def dataset_class_crops(dataset: Any, class_ids: Sequence[int], *, per_class: in
     """
     from tqdm.auto import tqdm
 
-    from goose_lib.data.dataset import load_sample, read_label
+    from goose_lib.data.decode import load_sample, read_label
 
     ordered = list(dict.fromkeys(int(c) for c in class_ids))
     want = set(ordered)

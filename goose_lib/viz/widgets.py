@@ -75,6 +75,18 @@ class _Browser:
         for w in widgets:
             w.observe(self.refresh, names="value")
 
+    def mask_lab(self, teacher: Any, **kwargs: Any) -> Any:
+        """The current item opened in a :class:`goose_lib.viz.mask_lab.MaskLab` (same items and
+        index; the class highlighted / focused here, if any, is the lab's class)."""
+        from goose_lib.viz.mask_lab import MaskLab
+
+        chosen = getattr(self, "highlight", None) or getattr(self, "focus", None)
+        if chosen is not None and chosen.value != NO_HIGHLIGHT and "klass" not in kwargs:
+            offered = kwargs.get("classes")
+            if offered is None or int(chosen.value) in offered:
+                kwargs["klass"] = int(chosen.value)
+        return MaskLab(self.items, teacher, ontology=self.ontology, index=int(self.index.value), **kwargs)
+
     def _ipython_display_(self) -> None:
         from IPython.display import display
 

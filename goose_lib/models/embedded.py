@@ -1,0 +1,39 @@
+"""The one resolver of SAM3 checkpoint values: a folder, or the name of an embedded checkpoint.
+
+Embedded checkpoints are built by code in this package (transformers' own classes) and written
+on first use under ``goose_lib.paths.home()``; :data:`EMBEDDED_SAM3` maps each name to the
+function that ensures it (imported lazily). Everything above the models layer passes
+``sam3_checkpoint`` values through unchanged; only this module turns them into folders, which
+the strict loaders of :mod:`goose_lib.models.sam3` then read like any real checkpoint.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+
+from goose_lib.paths import EMBEDDED
+
+# name -> "module:function" returning the checkpoint's folder (written on first use)
+EMBEDDED_SAM3: dict[str, str] = {
+    EMBEDDED: "goose_lib.models.tiny:ensure_tiny_checkpoint",
+}
+
+
+def is_embedded(value: str | os.PathLike) -> bool:
+    """Whether ``value`` names an embedded SAM3 checkpoint rather than a folder."""
+    return str(value) in EMBEDDED_SAM3
+
+
+def resolve_sam3_checkpoint(value: str | os.PathLike) -> Path:
+    """An embedded checkpoint's name -> its folder (built on first use); else the folder, which must exist."""
+    target = EMBEDDED_SAM3.get(str(value))
+    if target is not None:
+        module, func = target.split(":")
+        return getattr(importlib.import_module(module), func)()
+    path = Path(value).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: SAM3 checkpoint folder does not exist (embedded checkpoints: "
+                                f"{', '.join(sorted(EMBEDDED_SAM3))})")
+    return path
