@@ -177,7 +177,6 @@ def run_ablation(spec: AblationSpec, reports_dir: str | os.PathLike, *, workers:
     in_flight: dict[cf.Future, Run] = {}
     kernels = KernelPool() if pool is None else None
     if todo:
-        _prestart(kernels, todo, results, root)  # the first kernels boot while the runner warms up
         provenance.warm_up()
         _warm_up(index)
     bar = _progress(len(todo), progress)
