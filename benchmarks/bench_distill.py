@@ -42,7 +42,7 @@ def main() -> int:
     from goose_lib.train.loop import TrainConfig
     from goose_lib.train.sampling import DrawDataset, DrawSampler
     from goose_lib.train.step import make_state, train_step
-    from goose_lib.train.wiring import make_distill
+    from goose_lib.train.distill import make_distill
 
     with tempfile.TemporaryDirectory() as tmp:
         root = write_synthetic(Path(tmp) / "root", seed=0, n_train=8, n_val=1, n_test=1)
