@@ -43,7 +43,7 @@ lab: setup
 	$(BIN)/goose lab
 
 bench: setup
-	for f in benchmarks/bench_*.py; do $(BIN)/python $$f || exit 1; done
+	$(BIN)/python benchmarks/run_all.py
 
 clean-reports:
 	rm -rf reports/*/ reports/index.html

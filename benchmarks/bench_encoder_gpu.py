@@ -107,9 +107,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="results JSON (default benchmarks/results/...)")
     args = parser.parse_args(argv)
 
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _harness import Bench
+
+    bench = Bench("encoder_gpu", args)
     if not torch.cuda.is_available() and not args.tiny:
-        print("skipped: no CUDA device")
-        return 0
+        bench.note("skipped: no CUDA device")
+        return bench.finish()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     vc = vision_config(args.tiny)
     frozen = args.frozen_layers if args.frozen_layers is not None else (4 if args.tiny else 24)
@@ -132,7 +136,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                             "image_size": int(vc.image_size), "layers": int(vc.backbone_config.num_hidden_layers),
                             "frozen_layers": frozen, "steps": args.steps, "rows": rows})
     print(f"wrote {out}")
-    return 0
+    bench.notes.append(f"rows in {out}")
+    return bench.finish()
 
 
 if __name__ == "__main__":

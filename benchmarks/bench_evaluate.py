@@ -12,7 +12,11 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _harness import Bench
 
 import goose_lib.data.dataset as ds
 from goose_lib.config import DataConfig
@@ -31,13 +35,14 @@ def _counting(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapped
 
 
-def main() -> None:
+def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--root", default="embedded")
     ap.add_argument("--split", default="val")
     ap.add_argument("--limit", type=int, default=6)
     ap.add_argument("--device", default="auto")
     args = ap.parse_args()
+    bench = Bench("evaluate", args)
     # count decodes where GooseDataset performs them: in the module that defines load_sample
     # (its globals are looked up at call time)
     decoder = sys.modules[ds.load_sample.__module__]
@@ -68,7 +73,11 @@ def main() -> None:
           f"({COUNTS['image'] / n:.0f} per image), {sep:.2f} s")
     print(f"decodes saved: {COUNTS['image'] / max(1, one_counts.get('image', 0)):.1f}x fewer; "
           f"wall time ratio separate/one-pass {sep / one:.2f}")
+    bench.target(f"image decodes per image, one pass over {len(modes)} modes", one_counts.get("image", 0) / n, "<=", 1.0)
+    bench.target(f"label decodes per image, one pass over {len(modes)} modes", one_counts.get("label", 0) / n, "<=", 1.0)
+    bench.note(f"wall: one pass {one:.2f} s, separate passes {sep:.2f} s (ratio {sep / one:.2f}, no target)")
+    return bench.finish()
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

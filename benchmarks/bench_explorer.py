@@ -4,9 +4,14 @@ at full resolution and downscaling the picture. Prints the times and their ratio
 
 from __future__ import annotations
 
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _harness import Bench
 
 from goose_lib.ontology import Ontology
 from goose_lib.viz.overlay import fit, overlay, to_png
@@ -25,7 +30,8 @@ def _best(fn) -> float:
     return min(times)
 
 
-def main() -> None:
+def main() -> int:
+    bench = Bench("explorer")
     rng = np.random.default_rng(0)
     onto = Ontology.load()
     image = rng.integers(0, 256, (1536, 2048, 3), dtype=np.uint8)
@@ -51,7 +57,10 @@ def main() -> None:
     print(f"explorer update (opacity change):    {t_update * 1000:.1f} ms")
     print(f"speed-up of fitting first: {t_full / t_fit:.1f}x; explorer update vs full-resolution path: "
           f"{t_full / t_update:.1f}x")
+    bench.target("full-resolution overlay / fit-then-overlay", t_full / t_fit, ">=", 1.0, "x")
+    bench.target("full-resolution overlay / explorer update", t_full / t_update, ">=", 1.0, "x")
+    return bench.finish()
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -13,9 +13,13 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _harness import Bench, timing
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,7 +54,11 @@ def main(argv: list[str] | None = None) -> int:
               f"cold / cached = {cold / med:.1f}x")
         print(f"load average {os.getloadavg()[0]:.1f}; extrapolated cached pass over 28,000 x 3 files: {per_file * 84000:.1f} s (target: seconds) "
               f"-> {'met' if per_file * 84000 < 10 else 'NOT met'}")
-    return 0
+        bench = Bench("fingerprint", args)
+        bench.record("cold", timing([cold]))
+        bench.record("cached", timing(warm))
+        bench.target("cached fingerprint, extrapolated to 28,000 x 3 files (s)", per_file * 84000, "<", 10.0, "s")
+    return bench.finish()
 
 
 if __name__ == "__main__":

@@ -13,10 +13,15 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _harness import Bench, timing
 
 TARGET_MS = 300.0
 
@@ -27,7 +32,7 @@ def _stats(times: list[float]) -> str:
     return f"median {statistics.median(ms):7.1f} ms, p90 {p90:7.1f} ms (n={len(ms)})"
 
 
-def main() -> None:
+def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=20)
@@ -35,6 +40,7 @@ def main() -> None:
     ap.add_argument("--all-classes", action="store_true", help="edit among the oracle boxes of every class")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    bench = Bench("mask_lab", args)
 
     from goose_lib.data.dataset import GooseDataset
     from goose_lib.teacher.prompt import load_teacher
@@ -105,7 +111,11 @@ def main() -> None:
     encodes = teacher.calls["encode"] - enc0
     print(f"new sample (encode + oracle boxes + view): {_stats(news)}; {encodes} encode(s) for {n} samples")
     print(f"  of which the encoder call:               {_stats(encode_times)}")
+    bench.record("box_edit", timing(edits))
+    bench.record("new_sample", timing(news))
+    bench.target("mask lab box edit, view updated (ms)", statistics.median(edits) * 1000, "<", TARGET_MS, "ms")
+    return bench.finish()
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -23,6 +24,9 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _harness import Bench
 
 
 def _decode(paths: list[Path]) -> int:
@@ -59,7 +63,7 @@ def _parallel_decode(chunks: list[list[Path]], workers: int) -> None:
         list(pool.map(_decode, chunks))
 
 
-def main() -> None:
+def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", type=int, default=240, help="train images to synthesise")
     ap.add_argument("--scale", type=float, default=3.2, help="size factor (3.2 -> 1024x768 windshield)")
@@ -121,7 +125,12 @@ def main() -> None:
     }
     print(json.dumps(result, indent=1))
     tmp.cleanup()
+    bench = Bench("stats", args)
+    bench.target("statistics / bare decoding throughput, per core", result["ratio_stats_vs_decode_1core"], ">=", 0.8, "x")
+    bench.target("cached statistics, s per 1000 images", result["cached_s_per_1000_images"], "<", 1.0, "s")
+    bench.notes.append(json.dumps(result))
+    return bench.finish()
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

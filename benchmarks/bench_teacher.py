@@ -5,18 +5,18 @@
    its encoder is so small that the per-box decoder dominates, also for a "proportioned" tiny
    tracker whose encoder / decoder cost ratio is closer to the real SAM3 (where one encoder pass
    is ~60 s on CPU and one box decode a few ms). Both also against the naive baseline that
-   re-encodes the image for every box.
+   re-encodes the image for every box, MEASURED: 50 one-box calls, each encoding the image.
 2. A second pass over a cached split makes no model calls and is at least 50x faster.
 
-Usage: python benchmarks/bench_teacher.py [--threads N] [--repeats N]
-Timings on a shared machine are noisy; the script prints medians.
+Usage: python benchmarks/bench_teacher.py [--threads 1] [--repeats 5]
+Timings on a shared machine are noisy; the script interleaves the contenders and prints medians.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,15 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-
-def _median_time(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _harness import Bench, interleave
 
 
 def _proportioned_tracker(size: int = 224):
@@ -55,7 +48,7 @@ def _proportioned_tracker(size: int = 224):
         return Sam3TrackerModel(cfg).eval()
 
 
-def bench_boxes(model, name: str, repeats: int) -> None:
+def bench_boxes(model, name: str, repeats: int, bench: Bench) -> None:
     from goose_lib.teacher.boxes import make_boxset
     from goose_lib.teacher.prompt import Teacher
 
@@ -69,21 +62,22 @@ def bench_boxes(model, name: str, repeats: int) -> None:
         return make_boxset(np.stack([x1, y1, x1 + 50, y1 + 50], 1), rng.integers(1, 60, n), ["component"] * n, h, w)
 
     one, fifty = boxes(1), boxes(50)
+    singles = [make_boxset(fifty.xyxy[k:k + 1], fifty.classes[k:k + 1], ["component"], h, w) for k in range(50)]
     t = Teacher(model)
-    t.predict([image], [one])
-    t.predict([image], [fifty])
-    pairs = []  # interleaved, so machine load changes hit both sides alike
-    for _ in range(repeats):
-        pairs.append((_median_time(lambda: t.predict([image], [one]), 1),
-                      _median_time(lambda: t.predict([image], [fifty]), 1)))
-    t1 = statistics.median(p[0] for p in pairs)
-    t50 = statistics.median(p[1] for p in pairs)
-    naive = 50 * t1  # re-encoding the image for each box
-    print(f"[{name}] 1 box {t1 * 1e3:.1f} ms, 50 boxes {t50 * 1e3:.1f} ms -> ratio {t50 / t1:.2f}x "
-          f"(target <= 1.5x); naive per-box encoding would be {naive / t50:.1f}x slower")
+    res = interleave({"1 box": lambda: t.predict([image], [one]),
+                      "50 boxes": lambda: t.predict([image], [fifty]),
+                      "50 x 1 box (per-box encoding)": lambda: [t.predict([image], [b]) for b in singles]},
+                     repeats)
+    for k, v in res.items():
+        bench.record(f"{name}/{k}", v)
+        print(f"[{name}] {k:30s} {v.ms()}")
+    t1, t50, naive = res["1 box"].median, res["50 boxes"].median, res["50 x 1 box (per-box encoding)"].median
+    bench.target(f"teacher [{name}] 50 boxes / 1 box", t50 / t1, "<=", 1.5, "x")
+    bench.target(f"teacher [{name}] per-box encoding / batched 50 boxes", naive / t50, ">=", 1.0, "x",
+                 detail="measured, not computed")
 
 
-def bench_cache(checkpoint: Path, repeats: int) -> None:
+def bench_cache(checkpoint: Path, repeats: int, bench: Bench) -> None:
     from goose_lib.data.layout import index_split
     from goose_lib.data.synthetic import write_synthetic
     from goose_lib.models.sam3 import checkpoint_fingerprint, load_tracker
@@ -99,29 +93,36 @@ def bench_cache(checkpoint: Path, repeats: int) -> None:
         build_teacher_cache(samples, Path(tmp) / "cache", fingerprint=fp, teacher=teacher, progress=False)
         first = time.perf_counter() - t0
         calls = dict(teacher.calls)
-        second = _median_time(lambda: build_teacher_cache(samples, Path(tmp) / "cache", fingerprint=fp,
-                                                          teacher=teacher, progress=False), repeats)
+        second = interleave({"cached": lambda: build_teacher_cache(samples, Path(tmp) / "cache", fingerprint=fp,
+                                                                   teacher=teacher, progress=False)},
+                            repeats)["cached"]
+        bench.record("cache/cached pass", second)
+        second = second.median
         assert teacher.calls == calls, "the cached pass called the model"
         print(f"[cache] first pass {first:.2f} s ({calls['encode']} encoder calls), cached pass {second * 1e3:.1f} ms, "
               f"0 model calls -> {first / second:.0f}x faster (target >= 50x)")
+        bench.target("teacher cache: first pass / cached pass", first / second, ">=", 50, "x")
 
 
-def main() -> None:
+def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (0: configure_threads' default)")
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    from goose_lib.runtime import configure_threads
+
+    configure_threads(args.threads or None)
+    bench = Bench("teacher", args)
     os.environ.setdefault("GOOSE_SAM3_HOME", tempfile.mkdtemp(prefix="goose-bench-"))
     from goose_lib.models.sam3 import load_tracker
     from goose_lib.models.tiny import ensure_tiny_checkpoint
 
     ckpt = ensure_tiny_checkpoint()
-    bench_boxes(load_tracker(ckpt), "embedded tiny", args.repeats)
-    bench_boxes(_proportioned_tracker(), "proportioned tiny", args.repeats)
-    bench_cache(ckpt, args.repeats)
+    bench_boxes(load_tracker(ckpt), "embedded tiny", args.repeats, bench)
+    bench_boxes(_proportioned_tracker(), "proportioned tiny", args.repeats, bench)
+    bench_cache(ckpt, args.repeats, bench)
+    return bench.finish()
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -7,25 +7,36 @@
    training consumes (batch / step time): target ratio >= 2.
 
 Timings alternate between the two loops and take medians, so a busy machine hurts both alike.
-Run: ``python benchmarks/bench_train_step.py [--steps 10] [--batch-size 8] [--workers 2]``.
+Run: ``python benchmarks/bench_train_step.py [--steps 10] [--batch-size 8] [--workers 2] [--threads 1]``
+(``--threads 0``: configure_threads' default, the cores minus the data workers).
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _harness import Bench, timing
 
-def main() -> None:
+
+def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=10, help="timed steps per loop (after 2 warm-up steps)")
     ap.add_argument("--batch-size", type=int, default=None, help="default: TrainConfig's")
     ap.add_argument("--workers", type=int, default=2, help="DataLoader worker processes for the pipeline")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (0: configure_threads' default)")
     args = ap.parse_args()
+    from goose_lib.runtime import configure_threads
+
+    configure_threads(args.threads or None, data_workers=args.workers)
+    bench = Bench("train_step", args)
 
     from goose_lib.data.augment import TrainTransform
     from goose_lib.data.dataset import GooseDataset
@@ -73,6 +84,8 @@ def main() -> None:
         t_bare.append(t1 - t0)
         t_ours.append(t2 - t1)
     bare, mine = statistics.median(t_bare), statistics.median(t_ours)
+    bench.record("bare_step", timing(t_bare))
+    bench.record("train_step", timing(t_ours))
 
     del it  # a fresh pipeline: start the workers, skip what they prefetch, then time steady state
     it = iter(loader)
@@ -92,7 +105,11 @@ def main() -> None:
     print(f"step overhead ratio {mine / bare:8.3f}  (target <= 1.15)")
     print(f"data pipeline       {data_rate:8.1f} images/s; training consumes {consume_rate:.1f} images/s")
     print(f"data headroom ratio {data_rate / consume_rate:8.2f}  (target >= 2)")
+    bench.target("train_step / bare PyTorch step", mine / bare, "<=", 1.15, "x")
+    bench.target("data pipeline / training consumption", data_rate / consume_rate, ">=", 2.0, "x",
+                 detail=f"{args.workers} workers")
+    return bench.finish()
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -159,3 +159,50 @@ def test_empty_selection_means_training_without_distillation(tmp_path) -> None:
         resolve_distill("soft", 1.0, (7,), None, None)
     with pytest.raises(ValueError, match="weight"):
         DistillConfig(weight=-1)
+
+
+def test_soft_loss_gradient_is_exact_and_stable_when_confident() -> None:
+    """The closed-form backward against autograd's numerical gradient (float64), and finite
+    values where the student is certain (p_c = 1 - 1e-30 in float32 would give log(0) naively)."""
+    from goose_lib.train.distill import _SoftBCE
+
+    g = torch.Generator().manual_seed(3)
+    x = (torch.randn(7, 5, generator=g, dtype=torch.float64) * 3).requires_grad_(True)
+    c = torch.randint(0, 5, (7,), generator=g)
+    t = torch.rand(7, generator=g, dtype=torch.float64)
+    w = (torch.rand(7, generator=g) > 0.3).to(torch.float64)
+    assert torch.autograd.gradcheck(lambda x: _SoftBCE.apply(x, c, t, None), (x,))
+    assert torch.autograd.gradcheck(lambda x: _SoftBCE.apply(x, c, t, w), (x,))
+    confident = torch.tensor([[80.0, 0.0, 0.0], [0.0, -80.0, 0.0]], requires_grad=True)
+    loss = _SoftBCE.apply(confident, torch.tensor([0, 1]), torch.tensor([0.8, 0.3]), None)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(confident.grad).all()
+    # row 0: p_c = 1 - 2e^-80, log(1 - p_c) = log 2 - 80; row 1: p_c = e^-80 / (e^-80 + 2)
+    row0 = -(0.8 * np.log1p(-2 * np.exp(-80.0)) + 0.2 * (np.log(2) - 80))
+    row1 = -(0.3 * (-80 - np.log(2)) + 0.7 * 0.0)
+    assert loss.item() == pytest.approx((row0 + row1) / 2, rel=1e-5)
+
+
+@pytest.mark.parametrize("dense_from", [0.0, 1.01])
+def test_both_soft_loss_paths_match_the_reference(monkeypatch: pytest.MonkeyPatch, dense_from: float) -> None:
+    """Every-pixel rows weighted by the selection (dense_from 0) and the selected rows only
+    (dense_from > 1) give the naive reference's loss and the same gradients; logits 200 apart
+    stay finite (exp underflows there: log(1 - p_c) must come from the other classes' LSE)."""
+    from goose_lib.train import distill
+
+    monkeypatch.setattr(distill, "DENSE_FROM", dense_from)
+    logits, cls, prob, region = _maps(seed=5)
+    classes = [1, 3, 4]
+    logits.requires_grad_(True)
+    loss = distill_loss(logits, cls, prob, region, classes)
+    torch.testing.assert_close(loss.double(), _reference_bce(logits.detach(), prob, region, classes),
+                               rtol=1e-5, atol=1e-6)
+    loss.backward()
+    ref_logits = logits.detach().double().requires_grad_(True)
+    _reference_bce(ref_logits, prob, region, classes).backward()
+    torch.testing.assert_close(logits.grad.double(), ref_logits.grad, rtol=1e-4, atol=1e-7)
+    extreme = torch.zeros(1, 3, 1, 2)
+    extreme[0, 0] = 200.0
+    out = distill_loss(extreme, None, torch.full((1, 1, 2), 128, dtype=torch.uint8),
+                       torch.tensor([[[0, 1]]], dtype=torch.uint8), [0, 1])
+    assert torch.isfinite(out)

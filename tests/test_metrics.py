@@ -8,7 +8,15 @@ import torch
 from torchmetrics.classification import MulticlassJaccardIndex
 
 from goose_lib.config import EvalProtocol
-from goose_lib.metrics import ConfusionMatrix, MetricError, category_counts, compute_scores, score_maps
+from goose_lib.metrics import (
+    COUNTERS,
+    ConfusionMatrix,
+    MetricError,
+    category_counts,
+    compute_scores,
+    pick_counter,
+    score_maps,
+)
 from goose_lib.ontology import GooseClass, Ontology
 
 IGNORE_VOID = EvalProtocol("ignore_void")
@@ -199,6 +207,45 @@ def test_counts_match_a_dense_reference_on_both_bincount_paths(k: int) -> None:
     cm.update(pred, label)
     np.testing.assert_array_equal(cm.counts, ref)
 
+
+def _dense_reference(pred: np.ndarray, label: np.ndarray, k: int) -> np.ndarray:
+    ref = np.zeros((256, k), dtype=np.int64)  # rows 0..255: out-of-range labels land in rows >= k
+    np.add.at(ref, (label.reshape(-1).astype(int), pred.reshape(-1).astype(int)), 1)
+    return ref
+
+
+@pytest.mark.parametrize("path", sorted(COUNTERS))
+@pytest.mark.parametrize("k,n", [(2, 1), (64, 0), (64, 5000), (128, 70_000), (129, 3000), (255, 3000)])
+def test_every_counting_path_equals_the_dense_reference(path: str, k: int, n: int) -> None:
+    """Each CPU path (whatever pick_counter would choose) gives the full (256, K) counts of a plain
+    np.add.at reference, ignore rows and out-of-range label rows included; the int16 path only
+    where its index fits (K <= 128)."""
+    if path == "torch_serial" and k > 128:
+        pytest.skip("label * K + pred overflows int16")
+    rng = np.random.default_rng(n + k)
+    label = rng.integers(0, 256, n).astype(np.uint8)  # every label value, 255 and invalid ones too
+    pred = rng.integers(0, k, n).astype(np.uint8)
+    np.testing.assert_array_equal(COUNTERS[path](pred, label, k), _dense_reference(pred, label, k))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_counts_do_not_depend_on_torch_threads_and_restore_them(threads: int) -> None:
+    rng = np.random.default_rng(threads)
+    pred, label = _random_pair(rng, (300, 401))
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        cm = ConfusionMatrix(64)
+        cm.update(pred, label)
+        assert torch.get_num_threads() == threads
+    finally:
+        torch.set_num_threads(old)
+    np.testing.assert_array_equal(cm.counts, _dense_reference(pred, label, 64)[:64])
+
+
+def test_pick_counter_by_index_width() -> None:
+    assert pick_counter(64) == "torch_serial" and pick_counter(128) == "torch_serial"
+    assert pick_counter(129) == "numpy" and pick_counter(255) == "numpy"
 
 # --- protocols (issue 13): toolkit, ignore_void_category, the old name ------------------------------
 

@@ -158,6 +158,25 @@ def test_bfloat16_autocast_matches_float32() -> None:
         TTAConfig(autocast="int8")
 
 
+@pytest.mark.parametrize("hw", [(97, 203), (40, 36), (13, 300), (300, 11), (41, 37)])
+def test_upsample_argmax_equals_the_same_lerps_everywhere(hw: tuple[int, int]) -> None:
+    """Exact (no tie tolerance) against a full C x H x W interpolation done with the same lerps
+    in the same order, so only the skipping of single-label cells is under test."""
+    from goose_lib.infer.tta import _source_index, _upsample_argmax
+
+    g = torch.Generator().manual_seed(1)
+    logits = F.interpolate(torch.randn(1, 9, 12, 10, generator=g) * 3, size=(40, 36), mode="bilinear",
+                           align_corners=False)
+    p = logits.softmax(1)[0]
+    y0, y1, wy = _source_index(hw[0], 40, p.device)
+    x0, x1, wx = _source_index(hw[1], 36, p.device)
+    top = torch.lerp(p[:, y0][:, :, x0], p[:, y0][:, :, x1], wx)
+    bottom = torch.lerp(p[:, y1][:, :, x0], p[:, y1][:, :, x1], wx)
+    ref = torch.lerp(top, bottom, wy[:, None]).argmax(0)
+    got = _upsample_argmax(p, hw, chunk=5000)  # small chunks: several rounds
+    assert got.shape == hw
+    torch.testing.assert_close(got.long(), ref, rtol=0, atol=0)
+
 # --- Gaussian-blended sliding windows (issue 13) ---------------------------------------------------
 
 class ConstantModel(torch.nn.Module):

@@ -34,15 +34,30 @@ EXIT_OK, EXIT_NEGATIVE, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="goose", description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="torch threads per process (default: $GOOSE_THREADS, else the cores "
+                             "minus data-loading workers; see goose_lib/runtime.py)")
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     for add in VERBS:
         add(sub)
     return parser
 
 
+def _configure_threads(args: argparse.Namespace) -> int:
+    """The deliberate thread count of this process (goose_lib.runtime): data-loading workers
+    (train's --num-workers, evaluate's --workers) and torchrun's local processes leave cores."""
+    from goose_lib.runtime import configure_threads
+
+    data_workers = {"train": getattr(args, "num_workers", 0) or 0,
+                    "evaluate": getattr(args, "workers", 0) or 0}.get(args.verb, 0)
+    processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return configure_threads(args.threads, data_workers=int(data_workers), processes=processes)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        _configure_threads(args)
         return int(args.func(args) or 0)
     except CommandError as exc:
         print(f"goose {args.verb}: {exc}", file=sys.stderr)

@@ -1,7 +1,9 @@
 """The ablation runner: executes a spec's runs (see goose_lib.reports.spec) into a reports folder.
 
 - One process (papermill API, one reused HTML exporter) or ``workers`` processes
-  (``concurrent.futures``), a run starting once every run it depends on is done.
+  (``concurrent.futures``), a run starting once every run it depends on is done. Each of the
+  ``workers`` processes gets ``cores // workers`` cores (``$GOOSE_CORES``), which the notebooks'
+  ``configure_threads()`` turns into torch threads (goose_lib.runtime).
 - A run is skipped when its key is unchanged: sha256 of the notebook file, the resolved
   parameters, the ``goose_lib`` sources (``GOOSE_SAM3_CODE_KEY`` pins this part), the input
   fingerprints (data roots, checkpoints) and the keys of its upstream runs. A run is complete
@@ -40,6 +42,7 @@ from goose_lib.reports.execute import (
 )
 from goose_lib.reports.kernels import KernelPool
 from goose_lib.reports.spec import AblationSpec, Run, resolve_params
+from goose_lib.runtime import CORES_ENV, cores_per_process
 
 OK, FAILED, SKIPPED, CACHED, BLOCKED = "ok", "failed", "skipped", "cached", "blocked"
 
@@ -69,6 +72,36 @@ def run_key(run: Run, params: Mapping[str, Any], inputs: Mapping[str, Any], upst
     return sha256_json({"notebook": sha256_file(run.notebook), "params": dict(params),
                         "code": code, "inputs": dict(inputs),
                         "upstream": dict(sorted(upstream.items()))})
+
+
+def _warm_up(index: bool) -> None:
+    """First-use imports of the runner in a background thread: papermill, the HTML exporter and,
+    for the index page, matplotlib's Agg rendering (fonts). The runner mostly waits on kernels,
+    so this overlaps with the first run instead of adding to it (~0.5 s a run on the demo)."""
+    import threading
+
+    def work() -> None:
+        import io
+
+        import papermill  # noqa: F401
+
+        from goose_lib.reports.html import reporter
+
+        reporter()
+        if index:
+            from matplotlib.figure import Figure
+
+            fig = Figure(figsize=(1, 1))
+            fig.add_subplot().set_title("warm-up")
+            fig.savefig(io.BytesIO(), format="png")
+
+    threading.Thread(target=work, name="goose-runner-warm-up", daemon=True).start()
+
+
+def _share_cores(cores: int) -> None:
+    """Pool initializer: the notebooks' ``configure_threads()`` in this worker's kernels sees
+    ``cores`` as its budget (goose_lib.runtime), so N workers do not run N x all-cores threads."""
+    os.environ[CORES_ENV] = str(cores)
 
 
 def _write_marker(reports_dir: Path, run: Run, status: str, error: str, key: str | None = None) -> dict:
@@ -138,12 +171,14 @@ def run_ablation(spec: AblationSpec, reports_dir: str | os.PathLike, *, workers:
     selected = {r.name for r in todo}
     results: dict[str, dict[str, Any]] = {}
     pool = None
-    if workers > 1:
-        pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+    if workers > 1:  # each worker (and the kernels it starts) gets its share of the cores
+        pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                                      initializer=_share_cores, initargs=(cores_per_process(workers),))
     in_flight: dict[cf.Future, Run] = {}
     kernels = KernelPool() if pool is None else None
     if todo:
         provenance.warm_up()
+        _warm_up(index)
     bar = _progress(len(todo), progress)
 
     def finish(run: Run, result: dict[str, Any]) -> None:
