@@ -23,12 +23,18 @@ def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent
 
 
-def resolve_data_root(value: str | os.PathLike) -> Path:
-    """``"embedded"`` -> the embedded synthetic dataset (written on first use); else the path."""
-    if str(value) == EMBEDDED:
-        from goose_lib.data.synthetic import ensure_embedded_dataset
+def is_embedded(value: str | os.PathLike) -> bool:
+    """``"embedded"`` or a named embedded variant (``"embedded-..."``, e.g. "embedded-basic")."""
+    return str(value) == EMBEDDED or str(value).startswith(EMBEDDED + "-")
 
-        return ensure_embedded_dataset()
+
+def resolve_data_root(value: str | os.PathLike) -> Path:
+    """``"embedded"`` / ``"embedded-<name>"`` -> that embedded world (written on first use; see
+    ``goose_lib.data.world.resolve_world``); else the path."""
+    if is_embedded(value):
+        from goose_lib.data.world import resolve_world
+
+        return resolve_world(str(value))
     path = Path(value).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"{path}: data root does not exist")
@@ -36,11 +42,13 @@ def resolve_data_root(value: str | os.PathLike) -> Path:
 
 
 def resolve_checkpoint(value: str | os.PathLike) -> Path:
-    """``"embedded"`` -> the tiny random SAM3 checkpoint (written on first use); else the path."""
-    if str(value) == EMBEDDED:
-        from goose_lib.models.sam3 import ensure_tiny_checkpoint
+    """``"embedded"`` -> the tiny random SAM3 checkpoint, ``"embedded-teacher"`` -> it pre-trained
+    class-agnostically (both written on first use; ``goose_lib.models.sam3.resolve_embedded``);
+    else the path."""
+    if is_embedded(value):
+        from goose_lib.models.sam3 import resolve_embedded
 
-        return ensure_tiny_checkpoint()
+        return resolve_embedded(str(value))
     path = Path(value).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"{path}: SAM3 checkpoint folder does not exist")

@@ -383,6 +383,21 @@ def ensure_tiny_checkpoint() -> Path:
     return final
 
 
+EMBEDDED_CHECKPOINTS = ("embedded", "embedded-teacher")
+
+
+def resolve_embedded(name: str) -> Path:
+    """A named embedded SAM3 checkpoint -> its folder, built on first use: "embedded" (tiny,
+    random) or "embedded-teacher" (its tracker pre-trained on shapes, :mod:`.pretrain`)."""
+    if name == "embedded":
+        return ensure_tiny_checkpoint()
+    if name == "embedded-teacher":
+        from goose_lib.models.pretrain import ensure_teacher_checkpoint
+
+        return ensure_teacher_checkpoint()
+    raise CheckpointError(f"unknown embedded SAM3 checkpoint {name!r}; choose one of {list(EMBEDDED_CHECKPOINTS)}")
+
+
 def describe(path: str | os.PathLike) -> dict[str, Any]:
     """Summary of a checkpoint folder's vision encoder: image size, layers, hidden size, fingerprint."""
     vc = read_vision_config(path)

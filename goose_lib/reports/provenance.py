@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from goose_lib.io import sha256_json
-from goose_lib.paths import EMBEDDED, repo_root
+from goose_lib.paths import repo_root
 
 LIBRARIES: tuple[str, ...] = (
     "goose-sam3", "torch", "transformers", "safetensors", "numpy", "pandas", "matplotlib",
@@ -149,7 +149,7 @@ def checkpoint_hash(path: str | os.PathLike) -> str:
 def _resolve(name: str, value: str, base: Path) -> Path:
     from goose_lib import paths
 
-    if value == EMBEDDED:
+    if paths.is_embedded(value):
         return paths.resolve_data_root(value) if is_data_param(name) else paths.resolve_checkpoint(value)
     p = Path(value).expanduser()
     return p if p.is_absolute() else (base / p)
