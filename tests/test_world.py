@@ -111,7 +111,7 @@ def test_scale_premise_sets_the_image_size(tmp_path: Path) -> None:
 
 
 def test_named_worlds_resolve_through_the_data_layer(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    import goose_lib.data.world as world
+    from goose_lib.data import world
 
     monkeypatch.setenv("GOOSE_SAM3_HOME", str(tmp_path))
     monkeypatch.setitem(world.WORLD_SPECS, "embedded", SMALL)
@@ -126,7 +126,7 @@ def test_named_worlds_resolve_through_the_data_layer(monkeypatch: pytest.MonkeyP
 
 
 def test_basic_world_keeps_its_name(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    import goose_lib.data.synthetic as synthetic
+    from goose_lib.data import synthetic
 
     monkeypatch.setenv("GOOSE_SAM3_HOME", str(tmp_path))
     monkeypatch.setattr(synthetic, "EMBEDDED_COUNTS", {"n_train": 2, "n_val": 1, "n_test": 1})
