@@ -24,6 +24,8 @@ separate random streams, so switching one premise leaves the others' draws uncha
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -47,7 +49,7 @@ from goose_lib.data.synthetic import (
     write_mapping_csv,
 )
 from goose_lib.data.weather import EVAL_LIGHTS, TRAIN_LIGHT, Light, apply_light, smooth_noise
-from goose_lib.io import atomic_dir, atomic_write_json, sha256_json
+from goose_lib.io import atomic_write_json, sha256_json
 from goose_lib.ontology import Ontology
 
 WORLD_VERSION = "world-v1"
@@ -180,15 +182,25 @@ def write_world(out: str | os.PathLike, params: WorldParams = DEFAULT_WORLD, *, 
 
 
 def ensure_world(params: WorldParams = DEFAULT_WORLD, *, progress: bool = False) -> Path:
-    """``paths.home()/"world-v1-<key>"``, written once (atomically; safe under races)."""
+    """``paths.home()/"world-v1-<key>"``, written once (temp folder + rename; a loser of a race
+    discards its copy, readers never see a partial or replaced folder)."""
     target = paths.home() / f"{WORLD_VERSION}-{params.key()}"
     if (target / "world.json").is_file():
         return target
     if target.exists() and any(target.iterdir()):
         raise FileExistsError(f"{target}: exists but is not a complete embedded world (no world.json); "
                               "delete it and it will be written again")
-    with atomic_dir(target) as tmp:
-        write_world(tmp, params, progress=progress)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    try:
+        write_world(tmp / "w", params, progress=progress)
+        try:
+            os.rename(tmp / "w", target)
+        except OSError:
+            if not (target / "world.json").is_file():  # not a lost race: a real failure
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 

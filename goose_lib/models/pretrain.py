@@ -15,6 +15,8 @@ box filling). Cached as ``paths.home()/"teacher-sam3-v1-<hash>"`` (:func:`ensure
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -201,8 +203,22 @@ def build_teacher_checkpoint(out: str | os.PathLike, cfg: PretrainConfig = DEFAU
 
 
 def ensure_teacher_checkpoint(cfg: PretrainConfig = DEFAULT_PRETRAIN, *, progress: bool = False) -> Path:
-    """``paths.home()/"teacher-sam3-v1-<hash>"`` (hash of ``cfg``), built on first use."""
-    target = paths.home() / f"{TEACHER_VERSION}-{sha256_json(asdict(cfg))[:12]}"
+    """``paths.home()/"teacher-sam3-v1-<hash>"`` (hash of ``cfg``), built on first use (temp folder
+    + rename: readers never see a partial folder; a loser of a race discards its copy)."""
+    from goose_lib.models.sam3 import TINY_NAME
+
+    target = paths.home() / f"{TEACHER_VERSION}-{sha256_json({'base': TINY_NAME, **asdict(cfg)})[:12]}"
     if (target / "config.json").is_file() and (target / "pretrain.json").is_file():
         return target
-    return build_teacher_checkpoint(target, cfg, progress=progress)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.build-"))
+    try:
+        build_teacher_checkpoint(tmp / target.name, cfg, progress=progress)
+        try:
+            os.rename(tmp / target.name, target)
+        except OSError:  # another caller won the race (its copy is identical), or a stale folder
+            if not (target / "pretrain.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
