@@ -65,7 +65,10 @@ def test_bleeding_changes_only_pixels_within_the_radius_of_a_boundary() -> None:
     out, _ = _run(replace(OFF, bleed_px=3))
     changed = out != label
     assert changed.sum() > 100
-    assert boundary_distance(label)[changed].max() <= 3 + 1e-6
+    # a pixel grown by <= 3 px lies <= 3 px from the winning side, i.e. < 3 px from the first pixel
+    # of its own side (the boundary pixels of both sides are at distance 0); and the radius is reached
+    dist = boundary_distance(label)[changed]
+    assert 2.0 <= dist.max() < 3.0
 
 
 def test_simplification_loses_detail_below_the_cell_only_near_boundaries() -> None:

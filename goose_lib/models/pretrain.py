@@ -44,23 +44,28 @@ class PretrainConfig:
     box_jitter: float = 0.05  # max box-edge shift, as a fraction of the box's width / height
     seed: int = 0
     held_out: int = 32  # held-out shape images for pretrain.json (seed + 1)
+    candidates: str = "best"  # box_mask_loss: "best" (of the multimask candidates) or "all"
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.n_images < 1 or self.images_per_step < 1 or self.boxes_per_image < 1:
             raise ValueError("PretrainConfig: steps, n_images, images_per_step, boxes_per_image must be >= 1")
         if self.lr <= 0 or not 0 <= self.box_jitter < 0.5 or self.held_out < 0:
             raise ValueError("PretrainConfig: lr > 0, 0 <= box_jitter < 0.5 and held_out >= 0 are required")
+        if self.candidates not in ("best", "all"):
+            raise ValueError(f"PretrainConfig.candidates must be 'best' or 'all', got {self.candidates!r}")
 
 
 DEFAULT_PRETRAIN = PretrainConfig()
 
 
 def box_mask_loss(logits: torch.Tensor, iou_pred: torch.Tensor, target: torch.Tensor,
-                  inside: torch.Tensor) -> torch.Tensor:
+                  inside: torch.Tensor, *, candidates: str = "best") -> torch.Tensor:
     """logits (n,k,h,w), iou_pred (n,k), target and inside-the-box mask (n,h,w) -> scalar.
 
     BCE and Dice count only pixels inside each box (the teacher's masks are clipped to their
-    boxes), which keeps foreground and background balanced; best candidate + IoU head MSE."""
+    boxes), which keeps foreground and background balanced; ``candidates="best"``: the best
+    candidate's loss (SAM's recipe for ambiguous prompts), ``"all"``: every candidate's (a box
+    is unambiguous: then whichever candidate the IoU head picks is trained); + IoU head MSE."""
     t = target[:, None].expand_as(logits)
     w = inside[:, None].expand_as(logits)
     area = w.sum(dim=(-2, -1)).clamp_min(1)
@@ -69,7 +74,7 @@ def box_mask_loss(logits: torch.Tensor, iou_pred: torch.Tensor, target: torch.Te
     inter = (p * t).sum(dim=(-2, -1))
     dice = 1 - (2 * inter + 1) / (p.sum(dim=(-2, -1)) + (t * w).sum(dim=(-2, -1)) + 1)
     per = bce + dice  # (n, k)
-    best = per.min(dim=1).values
+    best = per.min(dim=1).values if candidates == "best" else per.mean(dim=1)
     with torch.no_grad():
         hard = (logits > 0).float() * w
         i = (hard * t).sum(dim=(-2, -1))
@@ -146,7 +151,8 @@ def pretrain_tracker(model: Any, cfg: PretrainConfig = DEFAULT_PRETRAIN, *, prog
                 target, inside = box_frame_targets(s.masks[sel], boxes, size, size, mask_size)
                 out = model(image_embeddings=[e[b:b + 1] for e in emb], input_boxes=torch.from_numpy(boxes)[None],
                             multimask_output=True)
-                total = total + box_mask_loss(out.pred_masks[0], out.iou_scores[0], target, inside) / len(picks)
+                total = total + box_mask_loss(out.pred_masks[0], out.iou_scores[0], target, inside,
+                                              candidates=cfg.candidates) / len(picks)
             opt.zero_grad(set_to_none=True)
             total.backward()
             opt.step()
