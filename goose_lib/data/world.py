@@ -237,3 +237,22 @@ def boundary_distance(label: np.ndarray) -> np.ndarray:
     return ndimage.distance_transform_edt(~edge)
 
 
+
+
+def ensure_named(name: str):  # -> Callable[[], Path]
+    """A no-argument function that resolves the named world (for name -> function registries)."""
+    if name not in WORLD_SPECS:
+        raise ValueError(f"unknown embedded world {name!r}; choose one of {world_names()}")
+
+    def ensure() -> Path:
+        return ensure_world(WORLD_SPECS[name])
+
+    ensure.__name__ = ensure.__qualname__ = "ensure_" + name.replace("-", "_")
+    return ensure
+
+
+# module-level no-argument ensurers, one per named world ("module:function" registries)
+ensure_embedded = ensure_named("embedded")
+ensure_embedded_no_shift = ensure_named("embedded-no-shift")
+ensure_embedded_exact_labels = ensure_named("embedded-exact-labels")
+ensure_embedded_1x = ensure_named("embedded-1x")
