@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from goose_lib.data.shapes import shape_sample
 from goose_lib.data.synthetic import write_synthetic
 from goose_lib.data.world import DEFAULT_WORLD, write_world
 from goose_lib.models.pretrain import DEFAULT_PRETRAIN, pretrain_tracker
@@ -46,11 +47,15 @@ def main() -> None:
               f"({wb / n:.3f} wall), ratio {cw / max(cb, 1e-9):.1f}x; default world (88 images): "
               f"{cw / n * 88:.0f} CPU-s")
         model = load_tracker(build_tiny_checkpoint(Path(tmp) / "tiny"))
-        cfg = replace(DEFAULT_PRETRAIN, steps=args.steps, held_out=0)
+        n_img = DEFAULT_PRETRAIN.n_images
+        cg, _ = _timed(lambda: [shape_sample(DEFAULT_PRETRAIN.seed, i) for i in range(n_img)])
+        cfg = replace(DEFAULT_PRETRAIN, steps=args.steps, n_images=8, held_out=0)
         ct, wt = _timed(lambda: pretrain_tracker(model, cfg))
-        full = ct / args.steps * DEFAULT_PRETRAIN.steps
-        print(f"teacher pretraining: {ct / args.steps:.3f} CPU-s/step ({wt / args.steps:.3f} wall); "
-              f"PretrainConfig() ({DEFAULT_PRETRAIN.steps} steps): about {full:.0f} CPU-s on one core")
+        step = (ct - cg * 8 / n_img) / args.steps
+        full = cg + step * DEFAULT_PRETRAIN.steps
+        print(f"teacher pretraining: shapes {cg:.1f} CPU-s for {n_img} images, {step:.3f} CPU-s/step "
+              f"({wt / args.steps:.3f} wall); PretrainConfig() ({DEFAULT_PRETRAIN.steps} steps): "
+              f"about {full:.0f} CPU-s on one core")
 
 
 if __name__ == "__main__":

@@ -134,7 +134,11 @@ def pretrain_tracker(model: Any, cfg: PretrainConfig = DEFAULT_PRETRAIN, *, prog
     for p in params:
         p.requires_grad_(True)
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.1)
+    if cfg.steps >= 10:  # one-cycle with >= 2 warm-up steps (torch divides by zero below that)
+        sched: Any = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps,
+                                                         pct_start=max(0.1, 2.0 / cfg.steps))
+    else:
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
     rng = np.random.default_rng([cfg.seed, 1])
     losses: list[float] = []
     model.train()
