@@ -150,7 +150,7 @@ def test_dataset_items_transform_and_loader(tiny_root: Path) -> None:
 
 
 def test_embedded_root_sentinel(goose_home: Path) -> None:
-    ds = GooseDataset("embedded", "val", config=DataConfig(limit=2))
+    ds = GooseDataset("embedded-basic", "val", config=DataConfig(limit=2))
     assert ds.root == goose_home / "embedded-goose-v1" and len(ds) == 2
 
 

@@ -238,15 +238,16 @@ def _thing(c: _Canvas, name: str, x: float, yb: float, size: float) -> None:
         raise ValueError(f"unknown synthetic thing {name!r}")
 
 
-def render_scene(rng: np.random.Generator, width: int, height: int, *, ego: bool,
-                 ontology: Ontology, scale: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One scene: (HxWx3 uint8 RGB image, HxW uint8 label ids, HxW uint16 instance ids)."""
+def scene_layout(rng: np.random.Generator, width: int, height: int, *, ego: bool, ontology: Ontology,
+                 scale: float = 1.0, things: tuple[tuple[str, float], ...] = THINGS) -> tuple[_Canvas, float]:
+    """The label and instance maps of one scene (a ``_Canvas``) and its horizon row; ``things``:
+    (thing name, mean count per image) of the objects standing on the ground."""
     c = _Canvas(width, height, ontology)
     horizon = height * rng.uniform(0.36, 0.5)
     _background(c, rng, horizon, scale)
-    things = [(name, float(rng.uniform(0, width)), float(rng.uniform(horizon + 2, height)))
-              for name, lam in THINGS for _ in range(rng.poisson(lam))]
-    for name, x, yb in sorted(things, key=lambda t: t[2]):  # far first: near objects occlude
+    placed = [(name, float(rng.uniform(0, width)), float(rng.uniform(horizon + 2, height)))
+              for name, lam in things for _ in range(rng.poisson(lam))]
+    for name, x, yb in sorted(placed, key=lambda t: t[2]):  # far first: near objects occlude
         depth = (yb - horizon) / max(height - horizon, 1)
         _thing(c, name, x, yb, max(3.0, height * 0.28 * depth ** 1.2))
     if ego:  # bonnet at the bottom of windshield images
@@ -255,6 +256,13 @@ def render_scene(rng: np.random.Generator, width: int, height: int, *, ego: bool
     for _ in range(rng.integers(0, 3)):  # a few unlabelled (void) pixels
         x0, y0 = rng.uniform(0, width), rng.uniform(0, height)
         c.paint(c.rect(x0, y0, x0 + rng.uniform(2, 8) * scale, y0 + rng.uniform(2, 6) * scale), "undefined")
+    return c, horizon
+
+
+def render_scene(rng: np.random.Generator, width: int, height: int, *, ego: bool,
+                 ontology: Ontology, scale: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One scene: (HxWx3 uint8 RGB image, HxW uint8 label ids, HxW uint16 instance ids)."""
+    c, horizon = scene_layout(rng, width, height, ego=ego, ontology=ontology, scale=scale)
     return _render(c, rng, horizon, scale), c.label, c.inst
 
 

@@ -17,7 +17,8 @@ from goose_lib.paths import EMBEDDED
 
 # name -> "module:function" returning the checkpoint's folder (written on first use)
 EMBEDDED_SAM3: dict[str, str] = {
-    EMBEDDED: "goose_lib.models.tiny:ensure_tiny_checkpoint",
+    EMBEDDED: "goose_lib.models.tiny:ensure_tiny_checkpoint",  # tiny, random (the student's encoder)
+    "embedded-teacher": "goose_lib.models.pretrain:ensure_teacher_checkpoint",  # its tracker pre-trained on shapes
 }
 
 

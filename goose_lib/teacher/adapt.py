@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from goose_lib.models.pretrain import box_mask_loss
 from goose_lib.teacher.boxes import boxes_from_labels
 from goose_lib.teacher.config import DEFAULT_BOXES, AdaptConfig, BoxParams
 from goose_lib.teacher.prompt import encode_image, tracker_image_size
@@ -90,29 +91,6 @@ def mean_box_iou(model: torch.nn.Module, examples: Sequence[dict[str, Any]]) -> 
     return float(torch.cat(ious).mean()) if ious else float("nan")
 
 
-def _box_loss(logits: torch.Tensor, iou_pred: torch.Tensor, target: torch.Tensor,
-              inside: torch.Tensor) -> torch.Tensor:
-    """logits (n,k,h,w), iou_pred (n,k), target and inside-the-box mask (n,h,w) -> scalar.
-
-    BCE and Dice count only pixels inside each box (the teacher's masks are clipped to their
-    boxes), which keeps foreground and background balanced; best candidate + IoU head MSE."""
-    t = target[:, None].expand_as(logits)
-    w = inside[:, None].expand_as(logits)
-    area = w.sum(dim=(-2, -1)).clamp_min(1)
-    bce = (F.binary_cross_entropy_with_logits(logits, t, reduction="none") * w).sum(dim=(-2, -1)) / area
-    p = torch.sigmoid(logits) * w
-    inter = (p * t).sum(dim=(-2, -1))
-    dice = 1 - (2 * inter + 1) / (p.sum(dim=(-2, -1)) + (t * w).sum(dim=(-2, -1)) + 1)
-    per = bce + dice  # (n, k)
-    best = per.min(dim=1).values
-    with torch.no_grad():
-        hard = (logits > 0).float() * w
-        i = (hard * t).sum(dim=(-2, -1))
-        u = ((hard + t) > 0).float().sum(dim=(-2, -1)).clamp_min(1)
-        actual = i / u
-    return best.mean() + F.mse_loss(iou_pred, actual)
-
-
 def adapt_teacher(model: torch.nn.Module, samples: Sequence[Any], cfg: AdaptConfig,
                   box_params: BoxParams = DEFAULT_BOXES, *, instance_classes: Collection[int] | None = None,
                   progress: bool = True) -> list[float]:
@@ -148,7 +126,7 @@ def adapt_teacher(model: torch.nn.Module, samples: Sequence[Any], cfg: AdaptConf
                 sel = torch.from_numpy(rng.choice(n, size=min(cfg.boxes_per_image, n), replace=False))
                 out = model(image_embeddings=d["emb"], input_boxes=d["boxes"][sel][None].to(dev), multimask_output=True)
                 sel = sel.to(dev)
-                loss = _box_loss(out.pred_masks[0], out.iou_scores[0], d["target"][sel], d["inside"][sel])
+                loss = box_mask_loss(out.pred_masks[0], out.iou_scores[0], d["target"][sel], d["inside"][sel])
                 (loss / len(picks)).backward()
                 total += float(loss.detach()) / len(picks)
             opt.step()
