@@ -98,14 +98,17 @@ def protected(label: torch.Tensor, teacher_region: torch.Tensor, classes: Sequen
 
 def distill_loss(logits: torch.Tensor, teacher_cls: torch.Tensor, teacher_prob: torch.Tensor,
                  teacher_region: torch.Tensor, classes: Sequence[int], *, mode: DistillMode = "soft",
-                 label: torch.Tensor | None = None) -> torch.Tensor:
+                 label: torch.Tensor | None = None, protect: bool = True,
+                 per: Literal["region", "labelled"] = "region") -> torch.Tensor:
     """Unweighted distillation loss (scalar, differentiable w.r.t. ``logits``).
 
     logits (B, C, S, S); teacher maps (B, S, S) (``teacher_cls`` is unused by the soft loss; kept
     for a uniform signature). ``"soft"``: mean over pixels with ``teacher_region`` in ``classes``
     of BCE(softmax(logits)[region class], teacher_prob / 255). ``label`` given: pixels
     :func:`protected` by their label are left out (a selected class's targets never pull a pixel
-    labelled with another, undistilled class toward it). Other modes, or no such pixel: 0.
+    labelled with another, undistilled class toward it). ``per``: the mean's denominator, the
+    distilled pixels (``"region"``) or every labelled pixel (``"labelled"``, needs ``label``: the
+    cross-entropy's, so a target weighs per pixel what a label weighs). Other modes, or no such pixel: 0.
     """
     zero = logits.sum() * 0.0
     if mode != "soft" or not classes:
@@ -113,7 +116,7 @@ def distill_loss(logits: torch.Tensor, teacher_cls: torch.Tensor, teacher_prob: 
     if logits.shape[-2:] != teacher_region.shape[-2:]:
         raise ValueError(f"distill_loss: logits {tuple(logits.shape)} vs teacher maps {tuple(teacher_region.shape)}")
     sel = _class_mask(teacher_region, classes)
-    if label is not None:
+    if label is not None and protect:
         sel = sel & ~protected(label, teacher_region, classes)
     if not bool(sel.any()):
         return zero
@@ -122,6 +125,14 @@ def distill_loss(logits: torch.Tensor, teacher_cls: torch.Tensor, teacher_prob: 
     # others weighted 0 (a permuted copy is far cheaper than boolean indexing); else only the
     # selected rows.
     c_all = logits.shape[1]
+    scale = 1.0
+    if per == "labelled":
+        if label is None:
+            raise ValueError("distill_loss: per='labelled' needs the label")
+        scale = float(sel.sum()) / max(float((label != IGNORE_INDEX).sum()), 1.0)
+    if scale != 1.0:
+        return scale * distill_loss(logits, teacher_cls, teacher_prob, teacher_region, classes, mode=mode,
+                                    label=label, protect=protect)
     if float(sel.float().mean()) >= DENSE_FROM:
         x = logits.float().permute(0, 2, 3, 1).reshape(-1, c_all)
         c = teacher_region.reshape(-1).long().clamp(0, c_all - 1)
@@ -256,6 +267,7 @@ class DistillSetup:
     classes: tuple[int, ...]
     attach: Any  # TeacherTargets: item -> item with teacher_cls / teacher_prob / teacher_region
     protect: bool = True  # labels of undistilled classes are never overruled (see protected())
+    per: str = "region"  # the soft loss's mean: over the distilled pixels | over every labelled pixel
 
     def _maps(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         missing = [k for k in ("teacher_cls", "teacher_prob", "teacher_region") if k not in batch]
@@ -265,7 +277,7 @@ class DistillSetup:
 
     def loss(self, logits: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
         return distill_loss(logits, *self._maps(batch), self.classes, mode="soft",
-                            label=batch["label"] if self.protect else None)
+                            label=batch["label"], protect=self.protect, per=self.per)
 
     def replace(self, batch: dict[str, Any]) -> torch.Tensor:
         return replace_labels(batch["label"], *self._maps(batch), self.classes, protect=self.protect)
@@ -281,4 +293,4 @@ def make_distill(cfg: Any) -> tuple[DistillSetup | None, str | None]:
     if not dcfg.active:
         return None, message
     return DistillSetup(dcfg.mode, dcfg.weight, dcfg.classes, TeacherTargets(dcfg.cache_dir),
-                        protect=cfg.distill_protect), None
+                        protect=cfg.distill_protect, per=cfg.distill_per), None
