@@ -14,7 +14,7 @@ PKG = Path(goose_lib.__file__).parent
 # Lowest first. A module may import its own layer and the layers below it.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("goose_lib", "goose_lib.ontology", "goose_lib.config", "goose_lib.io", "goose_lib.paths",  # ground
-     "goose_lib.quiet"),
+     "goose_lib.quiet", "goose_lib.runtime"),
     ("goose_lib.data", "goose_lib.models", "goose_lib.metrics"),
     ("goose_lib.infer",),
     ("goose_lib.teacher",),
