@@ -109,3 +109,29 @@ def test_distilling_a_box_that_covers_another_class_does_not_erase_it() -> None:
     kept = replace_labels(lab, cls, None, reg, [A], protect=True)[0].numpy()
     assert (kept[covered] == B).all()
     assert (replace_labels(lab, cls, None, reg, [A])[0].numpy()[covered] == A).all()
+
+
+def test_a_target_weighs_per_pixel_what_a_label_weighs() -> None:
+    """per="labelled": the soft loss is a sum over the distilled pixels divided by ALL labelled
+    pixels (cross-entropy's denominator), not by the distilled ones: a small class's targets no
+    longer weigh N_labelled / N_region times its labels."""
+    label, region, prob = _scene()
+    lab, reg, pr = (torch.from_numpy(a)[None] for a in (label.astype(np.int64), region, prob))
+    logits = torch.randn(1, 64, 40, 40, generator=torch.Generator().manual_seed(0))
+    per_region = distill_loss(logits, reg, pr, reg, [A], label=lab, protect=False)
+    per_pixel = distill_loss(logits, reg, pr, reg, [A], label=lab, protect=False, per="labelled")
+    assert float(per_pixel) == pytest.approx(float(per_region) * 800 / 1600, rel=1e-6)
+    with pytest.raises(ValueError, match="needs the label"):
+        distill_loss(logits, reg, pr, reg, [A], per="labelled")
+    # per pixel, a box-filling target no longer outweighs the label it covers (unprotected): a tie at worst
+    torch.manual_seed(0)
+    free = torch.zeros(1, 64, 40, 40, requires_grad=True)
+    opt = torch.optim.Adam([free], lr=0.2)
+    for _ in range(300):
+        opt.zero_grad()
+        (segmentation_loss(free, lab) + distill_loss(free, reg, pr, reg, [A], label=lab, protect=False,
+                                                     per="labelled")).backward()
+        opt.step()
+    covered = (label == B) & (region == A)
+    p = free.detach().softmax(1)[0]
+    assert (p[B][torch.from_numpy(covered)] >= p[A][torch.from_numpy(covered)] - 1e-3).all()

@@ -90,7 +90,7 @@ class TrainConfig:
     distill_mode: Literal["off", "soft", "replace"] = "off"  # soft = extra loss, replace = labels
     distill_weight: float = 1.0  # weight of the soft distillation loss
     distill_protect: bool = True  # targets never overrule labels of undistilled classes
-    distill_per: Literal["region", "labelled"] = "region"  # soft loss mean over distilled | all labelled pixels
+    distill_per: Literal["region", "labelled"] = "labelled"  # soft loss mean over all labelled | distilled pixels
     distill_classes: tuple[int, ...] = ()  # class ids; () = take them from distill_selection
     distill_selection: str = ""  # selection JSON of the teacher notebook ({"classes": [...]}); "" = none
     teacher_cache: str = ""  # teacher cache folder; "" = none

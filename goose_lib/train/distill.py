@@ -267,7 +267,7 @@ class DistillSetup:
     classes: tuple[int, ...]
     attach: Any  # TeacherTargets: item -> item with teacher_cls / teacher_prob / teacher_region
     protect: bool = True  # labels of undistilled classes are never overruled (see protected())
-    per: str = "region"  # the soft loss's mean: over the distilled pixels | over every labelled pixel
+    per: str = "labelled"  # the soft loss's mean: over every labelled pixel | over the distilled pixels
 
     def _maps(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         missing = [k for k in ("teacher_cls", "teacher_prob", "teacher_region") if k not in batch]
