@@ -232,3 +232,32 @@ def torch_equal(x, y) -> bool:
     import torch
 
     return bool(torch.equal(x, y))
+
+
+@pytest.mark.slow
+def test_a_moved_reports_folder_is_all_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 15 case 4: results are recorded relative to the run folder, so run keys do not depend on
+    where the reports folder lies: move it and rerun, and nothing is recomputed."""
+    import shutil
+
+    from goose_lib.reports.record import relative
+
+    monkeypatch.setenv("GOOSE_SAM3_CODE_KEY", "pinned-for-test")
+    write_notebook(tmp_path / "fake.ipynb", light=True)
+    (tmp_path / "s.yaml").write_text(f"""
+common: {{log_file: {tmp_path / 'log.txt'}}}
+steps:
+  a: {{notebook: fake.ipynb, params: {{alpha: 2}}}}
+  b: {{notebook: fake.ipynb, params: {{checkpoint: "${{a.checkpoint}}"}}}}
+""")
+    spec = load_spec(tmp_path / "s.yaml", registry={})
+    first = run_ablation(spec, tmp_path / "reports", progress=False, registry={})
+    assert [r["outcome"] for r in first.values()] == ["ok", "ok"]
+    shutil.move(str(tmp_path / "reports"), str(tmp_path / "moved"))
+    again = run_ablation(spec, tmp_path / "moved", progress=False, registry={})
+    assert [r["outcome"] for r in again.values()] == ["cached", "cached"]
+    assert (tmp_path / "log.txt").read_text().split() == ["a", "b"]  # nothing ran twice
+    # what the notebooks record: inside the reports folder relative to the run, outside as is
+    run = tmp_path / "moved" / "b"
+    assert relative(tmp_path / "moved" / "a" / "ckpt", run) == "../a/ckpt"
+    assert relative("/elsewhere/cache", run) == "/elsewhere/cache" and relative("untrained", run) == "untrained"
