@@ -9,6 +9,8 @@ import pytest
 from reports_fakes import write_notebook
 
 from goose_lib.cli import main
+from goose_lib.paths import repo_root
+from goose_lib.reports.spec import load_spec
 
 
 @pytest.mark.slow
@@ -124,3 +126,11 @@ def test_lab_command_is_local_tokened_and_runs_as_root(tmp_path: Path, monkeypat
     assert main(["lab", "--dir", str(tmp_path), "--port", "9998"]) == 0
     assert seen["argv"][:3] == argv[:3] and "--port=9998" in seen["argv"]
     assert "http://127.0.0.1:9998/lab?token=" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("spec", sorted(p.name for p in (repo_root() / "ablations").glob("*.yaml")))
+def test_every_shipped_ablation_spec_is_valid(spec: str) -> None:
+    """Every spec under ablations/ loads against today's notebooks and parameter names (a renamed
+    parameter must be renamed in the specs too)."""
+    loaded = load_spec(repo_root() / "ablations" / spec)
+    assert loaded.runs and (loaded.baseline is None or loaded.baseline in loaded.compare)
