@@ -9,7 +9,6 @@ from pathlib import Path
 
 from goose_lib.cli.common import CommandError, progress_arg, short_warnings
 
-
 DEMO_WORKERS = 2
 
 
