@@ -26,6 +26,22 @@ def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent
 
 
+def resolve_registered(value: str | os.PathLike, registry: dict[str, str], what: str, names: str) -> Path:
+    """The mechanism behind each kind's resolver: a name of ``registry`` ({name: "module:function"},
+    the function returning the folder, imported only when called) -> that folder; else ``value`` as
+    a path, which must exist (the error names ``what`` and lists the registered ``names``)."""
+    target = registry.get(str(value))
+    if target is not None:
+        import importlib
+
+        module, func = target.split(":")
+        return getattr(importlib.import_module(module), func)()
+    path = Path(value).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: {what} does not exist ({names}: {', '.join(sorted(registry))})")
+    return path
+
+
 def resolve_device(device: str = "auto") -> str:
     """The one place that turns "auto" into a device string."""
     if device != "auto":

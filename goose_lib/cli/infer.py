@@ -75,6 +75,12 @@ def _modes(args: argparse.Namespace) -> dict[str, Any]:
     return modes
 
 
+def _tta(args: argparse.Namespace) -> Any:
+    """The one TTAConfig predict and submit run: multiscale when --scales was given, else single."""
+    modes = _modes(args)
+    return modes.get("multiscale", modes["single"])
+
+
 def _student(args: argparse.Namespace) -> Any:
     """The student of --checkpoint, or the ensemble of it and the --ensemble checkpoints."""
     from goose_lib.infer.ensemble import load_members
@@ -165,8 +171,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from goose_lib.config import parse_shard
     from goose_lib.infer.submission import write_predictions
 
-    modes = _modes(args)
-    tta = modes.get("multiscale", modes["single"])
+    tta = _tta(args)
     shard = parse_shard(args.shard) if args.shard else None
     with provenance("goose predict", command_params(args), INPUT_KINDS, device=args.device) as prov:
         model = _student(args)
@@ -193,8 +198,7 @@ def add_submit(sub: argparse._SubParsersAction) -> None:
 def cmd_submit(args: argparse.Namespace) -> int:
     from goose_lib.infer.submission import Source, write_submission
 
-    modes = _modes(args)
-    tta = modes.get("multiscale", modes["single"])
+    tta = _tta(args)
     sources = [Source(str(r), args.split) for r in [args.data_root, *args.also]] if args.also else None
     with provenance("goose submit", command_params(args), INPUT_KINDS, device=args.device) as prov:
         model = _student(args)

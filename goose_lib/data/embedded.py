@@ -8,12 +8,11 @@ layer passes ``data_root`` values through unchanged; only this module turns them
 
 from __future__ import annotations
 
-import importlib
 import os
 from pathlib import Path
 
 from goose_lib.ontology import Ontology
-from goose_lib.paths import EMBEDDED
+from goose_lib.paths import EMBEDDED, resolve_registered
 
 # name -> "module:function" returning the dataset's folder (written on first use)
 EMBEDDED_DATASETS: dict[str, str] = {
@@ -32,15 +31,7 @@ def is_embedded(value: str | os.PathLike) -> bool:
 
 def resolve_data_root(value: str | os.PathLike) -> Path:
     """An embedded dataset's name -> its folder (written on first use); else the path, which must exist."""
-    target = EMBEDDED_DATASETS.get(str(value))
-    if target is not None:
-        module, func = target.split(":")
-        return getattr(importlib.import_module(module), func)()
-    path = Path(value).expanduser()
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: data root does not exist (embedded datasets: "
-                                f"{', '.join(sorted(EMBEDDED_DATASETS))})")
-    return path
+    return resolve_registered(value, EMBEDDED_DATASETS, "data root", "embedded datasets")
 
 
 def load_ontology(data_root: str | os.PathLike | None = None) -> Ontology:

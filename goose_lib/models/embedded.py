@@ -9,11 +9,10 @@ the strict loaders of :mod:`goose_lib.models.sam3` then read like any real check
 
 from __future__ import annotations
 
-import importlib
 import os
 from pathlib import Path
 
-from goose_lib.paths import EMBEDDED
+from goose_lib.paths import EMBEDDED, resolve_registered
 
 # name -> "module:function" returning the checkpoint's folder (written on first use)
 EMBEDDED_SAM3: dict[str, str] = {
@@ -29,12 +28,4 @@ def is_embedded(value: str | os.PathLike) -> bool:
 
 def resolve_sam3_checkpoint(value: str | os.PathLike) -> Path:
     """An embedded checkpoint's name -> its folder (built on first use); else the folder, which must exist."""
-    target = EMBEDDED_SAM3.get(str(value))
-    if target is not None:
-        module, func = target.split(":")
-        return getattr(importlib.import_module(module), func)()
-    path = Path(value).expanduser()
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: SAM3 checkpoint folder does not exist (embedded checkpoints: "
-                                f"{', '.join(sorted(EMBEDDED_SAM3))})")
-    return path
+    return resolve_registered(value, EMBEDDED_SAM3, "SAM3 checkpoint folder", "embedded checkpoints")
