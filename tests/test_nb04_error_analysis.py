@@ -77,3 +77,34 @@ def test_notebook_runs_on_tiny_data(tiny_root: Path, tiny_checkpoint: Path, tmp_
     state = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
     assert any(m["model_name"] == "ImageModel" for m in state.values())
     assert any("goose-eval-error-browser" in m["state"].get("_dom_classes", ()) for m in state.values())
+
+
+@pytest.mark.slow
+def test_notebook_runs_an_ensemble(tiny_root: Path, tiny_checkpoint: Path, tmp_path: Path) -> None:
+    """An ensemble reaches the end of the notebook (its model is recorded as the list of members)
+    and two identical checkpoints score what one does."""
+    import shutil
+
+    import papermill as pm
+
+    from goose_lib.models.checkpoint import load_student, save_student
+
+    ckpt = tmp_path / "ckpt"
+    save_student(ckpt, load_student("untrained", device="cpu", seed=3), params={})
+    shutil.copytree(ckpt, tmp_path / "ckpt2")
+    common = {"data_root": str(tiny_root), "limit": 2, "scales": [1.0], "progress": False, "worst_images": 1,
+              "browser_max_side": 200, "submission_split": "", "checkpoint": str(ckpt)}
+    runs = {"one": {}, "two": {"ensemble_checkpoints": [str(tmp_path / "ckpt2")], "ensemble_offload": True}}
+    recorded = {}
+    for name, extra in runs.items():
+        run_dir = tmp_path / name
+        run_dir.mkdir()
+        pm.execute_notebook(str(NOTEBOOK), str(run_dir / "executed.ipynb"), cwd=str(run_dir), kernel_name="python3",
+                            progress_bar=False, parameters={**common, **extra})
+        recorded[name] = json.loads((run_dir / "metrics.json").read_text())
+    one, two = recorded["one"], recorded["two"]
+    # recorded relative to the run folder, as every path inside the reports folder
+    assert one["model"] == "../ckpt" and two["model"] == ["../ckpt", "../ckpt2"] and two["submission"] is None
+    for mode in ("single", "multiscale"):
+        np.testing.assert_allclose(np.array(two["modes"][mode]["class_iou"], dtype=float),
+                                   np.array(one["modes"][mode]["class_iou"], dtype=float), rtol=1e-6)
