@@ -140,3 +140,42 @@ def test_a_seeded_step_expands_and_reads_its_own_seeds_upstream(tmp_path: Path) 
     (tmp_path / "bad.yaml").write_text("steps:\n  t: {notebook: fake.ipynb, seeds: [1, 1]}\n")
     with pytest.raises(Exception, match="seeds must be a non-empty list of distinct integers"):
         load_spec(tmp_path / "bad.yaml")
+
+
+def test_each_ablation_keeps_its_comparison(tmp_path: Path) -> None:
+    """Two ablations run into one folder: one variants section each (the latest first, its baseline
+    the runs table's); running the first again brings it back to the top and replaces its entry."""
+    for label, values in (("b", {0: 0.5, 1: 0.6}), ("g", {0: 0.55, 1: 0.62}), ("x", {0: 0.4, 1: 0.5})):
+        for seed, v in values.items():
+            _seeded(tmp_path, f"{label}-seed={seed}", seed, v)
+    b, g, x = ([f"{k}-seed={s}" for s in (0, 1)] for k in "bgx")
+    save_settings(tmp_path, baseline="base", compare={"base": b, "+good": g}, spec="/specs/paper.yaml")
+    save_settings(tmp_path, baseline="paper", compare={"paper": g, "+worse": x}, spec="/specs/leaderboard.yaml")
+    page = build_index(tmp_path).read_text()
+    summary = json.loads((tmp_path / "index.json").read_text())
+    assert [(v["ablation"], v["name"]) for v in summary] == [
+        ("leaderboard", "paper"), ("leaderboard", "+worse"), ("paper", "base"), ("paper", "+good")]
+    worse, good = summary[1], summary[3]
+    assert worse["delta_mean"] == pytest.approx(-0.135) and good["delta_mean"] == pytest.approx(0.035)
+    assert page.index("Variants: leaderboard") < page.index("Variants: paper")
+    assert 'id="variants"' in page and 'id="variants-paper"' in page and 'id="main-plot-paper"' in page
+    assert '<b id="baseline">paper</b>' in page  # the latest ablation's baseline drives the runs table
+    rows = dict(re.findall(r'<a href="([^/]+)/report.html">.*?<td class="num delta" data-v="([^"]*)"', page,
+                           flags=re.DOTALL))
+    assert float(rows["x-seed=1"]) == pytest.approx(0.5 - 0.62)  # against g (leaderboard's baseline), seed 1
+    save_settings(tmp_path, baseline="base", compare={"base": b}, spec="/specs/paper.yaml")
+    build_index(tmp_path)
+    summary = json.loads((tmp_path / "index.json").read_text())
+    assert [(v["ablation"], v["name"]) for v in summary] == [
+        ("paper", "base"), ("leaderboard", "paper"), ("leaderboard", "+worse")]
+
+
+def test_settings_of_the_one_comparison_form_still_read(tmp_path: Path) -> None:
+    _seeded(tmp_path, "b-seed=0", 0, 0.5)
+    _seeded(tmp_path, "g-seed=0", 0, 0.6)
+    (tmp_path / "index_settings.json").write_text(json.dumps(
+        {"baseline": "base", "compare": [["base", ["b-seed=0"]], ["+g", ["g-seed=0"]]], "spec": "/s/paper.yaml"}))
+    page = build_index(tmp_path).read_text()
+    summary = json.loads((tmp_path / "index.json").read_text())
+    assert [(v["ablation"], v["name"]) for v in summary] == [("paper", "base"), ("paper", "+g")]
+    assert summary[1]["delta_mean"] == pytest.approx(0.1) and "<h2>Variants</h2>" in page  # one: no name

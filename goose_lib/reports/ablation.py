@@ -245,7 +245,7 @@ def run_ablation(spec: AblationSpec, reports_dir: str | os.PathLike, *, workers:
     if index:
         from goose_lib.reports.index import build_index, save_settings
 
-        save_settings(root, baseline=spec.baseline, compare=spec.compare, spec=str(spec.path))
+        save_settings(root, baseline=spec.baseline, compare=spec.compare, spec=str(spec.path), name=spec.name)
         build_index(root)
     return results
 

@@ -14,11 +14,13 @@ One self-contained page (no CDN, no network):
   each run's page, and failed / skipped / interrupted runs marked with their error.
 
 Which variants are compared and which is the baseline is read from ``<reports>/index_settings.json``
-(written by the ablation runner from the spec's ``index`` section). The variants' numbers are also
-written to ``<reports>/index.json`` for scripts: a list with one entry per variant, ``name``,
-``runs``, ``seeds``, ``composite_mean``, ``composite_std``, ``composite_values``, ``miou_mean``,
-``category_miou_mean``, ``delta_mean``, ``delta_std``, ``significant`` (null for the baseline or
-without spread).
+(written by the ablation runner from the spec's ``index`` section). Every ablation run into the same
+folder keeps its own comparison there (by spec name), so the page shows one variants section per
+ablation, the latest first; the latest one's baseline is the runs table's. The variants' numbers are
+also written to ``<reports>/index.json`` for scripts: a list with one entry per variant (the latest
+ablation's first), ``ablation`` (its spec name), ``name``, ``runs``, ``seeds``, ``composite_mean``,
+``composite_std``, ``composite_values``, ``miou_mean``, ``category_miou_mean``, ``delta_mean``,
+``delta_std``, ``significant`` (null for the baseline or without spread).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import io
 import json
 import math
 import os
+import re
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -45,12 +48,31 @@ MAIN_METRICS: tuple[str, ...] = ("composite", "miou", "category_miou")
 
 
 def save_settings(reports_dir: str | os.PathLike, *, baseline: str | None,
-                  compare: Mapping[str, str | Sequence[str]], spec: str | None = None) -> Path:
-    """Record the baseline (a variant label or a run name) and the ordered ``label -> run(s)``
-    variants the index compares (several runs: one per seed)."""
-    pairs = [[k, [v] if isinstance(v, str) else list(v)] for k, v in compare.items()]
-    return atomic_write_json(Path(reports_dir) / SETTINGS_FILE,
-                             {"baseline": baseline, "compare": pairs, "spec": spec})  # pairs: keys stay ordered
+                  compare: Mapping[str, str | Sequence[str]], spec: str | None = None,
+                  name: str | None = None) -> Path:
+    """Record an ablation's baseline (a variant label or a run name) and its ordered
+    ``label -> run(s)`` variants (several runs: one per seed) under ``name`` (default: the spec's
+    file stem), first in the list: it replaces an earlier comparison of that name and keeps the others."""
+    name = name or (Path(spec).stem if spec else "ablation")
+    pairs = [[k, [v] if isinstance(v, str) else list(v)] for k, v in compare.items()]  # pairs: keys stay ordered
+    path = Path(reports_dir) / SETTINGS_FILE
+    kept = [a for a in read_settings(reports_dir) if a["name"] != name]
+    entry = {"name": name, "baseline": baseline, "compare": pairs, "spec": spec}
+    return atomic_write_json(path, {"ablations": [entry, *kept]})
+
+
+def read_settings(reports_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    """The comparisons recorded in ``index_settings.json``, the latest first (``name``, ``baseline``,
+    ``compare`` as ``[label, [runs]]`` pairs, ``spec``); a file of the one-comparison form written
+    before several were kept reads as one entry; none: ``[]``."""
+    settings = _read(Path(reports_dir) / SETTINGS_FILE) or {}
+    if "ablations" in settings:
+        return list(settings["ablations"])
+    if settings.get("compare") or settings.get("baseline"):
+        spec = settings.get("spec")
+        return [{"name": Path(spec).stem if spec else "ablation", "baseline": settings.get("baseline"),
+                 "compare": settings.get("compare") or [], "spec": spec}]
+    return []
 
 
 def _read(path: Path) -> Any:
@@ -236,15 +258,38 @@ def _is_score(name: str) -> bool:
     return name in MAIN_METRICS or name.endswith(("miou", "_iou", "composite"))
 
 
+def _section(name: str | None, summary: list[dict[str, Any]], base_label: str | None, primary: bool) -> str:
+    """One ablation's variants: heading, table and plot (the primary one keeps the plain ids)."""
+    suffix = "" if primary else "-" + re.sub(r"[^A-Za-z0-9_-]", "_", name or "ablation")
+    png = _plot(summary)
+    figure = (f'<img id="main-plot{suffix}" alt="composite per variant" src="data:image/png;base64,{png}">'
+              if png else "<p>No run recorded composite / miou / category_miou yet.</p>")
+    title = f"Variants: {html.escape(name)}" if name else "Variants"
+    return _SECTION.format(title=title, suffix=suffix, baseline=html.escape(base_label or "none"),
+                           variants=_variants_table(summary), figure=figure)
+
+
 def render_index(runs: list[dict[str, Any]], *, baseline: str | None = None,
                  compare: Mapping[str, str | Sequence[str]] | None = None,
-                 title: str = "goose-sam3 ablation") -> tuple[str, list[dict[str, Any]]]:
-    """The index page's HTML (self-contained) and the variants' summary (``index.json``)."""
+                 title: str = "goose-sam3 ablation", name: str | None = None,
+                 others: Sequence[tuple[str, str | None, Mapping[str, str | Sequence[str]]]] = ()
+                 ) -> tuple[str, list[dict[str, Any]]]:
+    """The index page's HTML (self-contained) and the variants' summary (``index.json``).
+
+    ``baseline`` / ``compare``: the primary comparison (its baseline is the runs table's), ``name`` its
+    ablation; ``others``: ``(name, baseline, compare)`` of more ablations, one variants section each."""
     by_name = {r["name"]: r for r in runs}
     if not compare:
         compare = {r["name"]: (r["name"],) for r in runs if any(m in r["metrics"] for m in MAIN_METRICS)}
     variants, base_label = _resolve_variants(by_name, baseline, compare)
-    summary = variant_summary(by_name, variants, base_label)
+    summary = [{"ablation": name, **v} for v in variant_summary(by_name, variants, base_label)]
+    sections = [_section(name if others else None, summary, base_label, primary=True)]
+    summaries = list(summary)
+    for other, other_base, other_compare in others:
+        other_variants, other_label = _resolve_variants(by_name, other_base, other_compare)
+        part = [{"ablation": other, **v} for v in variant_summary(by_name, other_variants, other_label)]
+        sections.append(_section(other, part, other_label, primary=False))
+        summaries += part
     base_runs = [by_name[n] for n in variants.get(base_label, ()) if n in by_name] if base_label else []
     base_by_seed = {r["seed"]: r for r in base_runs}
     base_mean = {m: _mean_std([r["metrics"][m] for r in base_runs if m in r["metrics"]])[0] for m in MAIN_METRICS}
@@ -278,9 +323,6 @@ def render_index(runs: list[dict[str, Any]], *, baseline: str | None = None,
         rows.append(f'<tr class="{cls}">{"".join(cells)}</tr>')
     head = "".join(f"<th>{c}</th><th>Δ {c}</th>" for c in main)
     head_extra = "".join(f'<th class="extra">{html.escape(c)}</th>' for c in extra)
-    png = _plot(summary)
-    figure = (f'<img id="main-plot" alt="composite per variant" src="data:image/png;base64,{png}">'
-              if png else "<p>No run recorded composite / miou / category_miou yet.</p>")
     ciou = {r["name"]: r["class_iou"] for r in runs if r["class_iou"]}
     n = max((len(v) for v in ciou.values()), default=0)
     base_run = base_runs[0]["name"] if base_runs else None
@@ -288,10 +330,10 @@ def render_index(runs: list[dict[str, Any]], *, baseline: str | None = None,
                        "baseline": base_run, "compare": [n for names in variants.values() for n in names]}
                       ).replace("</", "<\\/")
     page = _PAGE.format(title=html.escape(title), baseline=html.escape(base_label or "none"), head=head,
-                        head_extra=head_extra, rows="\n".join(rows), figure=figure, data=data, n_runs=len(runs),
-                        n_failed=sum(r["status"] == "failed" for r in runs), variants=_variants_table(summary),
+                        head_extra=head_extra, rows="\n".join(rows), data=data, n_runs=len(runs),
+                        n_failed=sum(r["status"] == "failed" for r in runs), sections="\n".join(sections),
                         n_extra=len(extra))
-    return page, summary
+    return page, summaries
 
 
 def build_index(reports_dir: str | os.PathLike, *, baseline: str | None = None,
@@ -301,15 +343,29 @@ def build_index(reports_dir: str | os.PathLike, *, baseline: str | None = None,
     from filelock import FileLock
 
     root = Path(reports_dir)
-    settings = _read(root / SETTINGS_FILE) or {}
-    baseline = baseline or settings.get("baseline")
-    compare = compare if compare is not None else dict(settings.get("compare") or [])
+    ablations = [] if compare is not None else read_settings(root)
+    name, others = None, []
+    if ablations:
+        first, rest = ablations[0], ablations[1:]
+        name, baseline, compare = first["name"], baseline or first["baseline"], dict(first["compare"])
+        others = [(a["name"], a["baseline"], dict(a["compare"])) for a in rest]
     (root / LOCK_DIR).mkdir(parents=True, exist_ok=True)
     with FileLock(str(root / LOCK_DIR / "_index.lock")):
-        page, summary = render_index(collect_runs(root), baseline=baseline, compare=compare)
+        page, summary = render_index(collect_runs(root), baseline=baseline, compare=compare, name=name,
+                                     others=others)
         atomic_write_json(root / SUMMARY_FILE, summary)
         return atomic_write_text(root / INDEX_FILE, page)
 
+
+_SECTION = """<h2>{title}</h2>
+<p>Mean ± standard deviation over seeds; Δ composite against the baseline <b>{baseline}</b>, paired by
+seed (its spread is the std of the per-seed differences). A difference no larger than its spread is
+marked not significant.</p>
+<table id="variants{suffix}"><thead><tr><th>variant</th><th>seeds</th><th>composite</th><th>Δ composite</th>
+<th>significance</th><th>mIoU</th><th>category mIoU</th><th>per seed (composite)</th></tr></thead><tbody>
+{variants}
+</tbody></table>
+{figure}"""
 
 _PAGE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
@@ -329,16 +385,9 @@ tr.sig td {{ background: #eef7ee; }} tr.nosig td {{ color: #666; }} td.seeds {{ 
 <h1>{title}</h1>
 <p>{n_runs} runs, <span id="n-failed">{n_failed}</span> failed. Deltas (Δ) against the baseline variant
 <b id="baseline">{baseline}</b>.</p>
-<h2>Variants</h2>
-<p>Mean ± standard deviation over seeds; Δ composite against the baseline, paired by seed (its spread is
-the std of the per-seed differences). A difference no larger than its spread is marked not significant.</p>
-<table id="variants"><thead><tr><th>variant</th><th>seeds</th><th>composite</th><th>Δ composite</th>
-<th>significance</th><th>mIoU</th><th>category mIoU</th><th>per seed (composite)</th></tr></thead><tbody>
-{variants}
-</tbody></table>
-{figure}
+{sections}
 <h2>Runs</h2>
-<p>Click a column header to sort. <label><input type="checkbox" id="show-all"> all columns
+<p>Deltas against the first variants section's baseline. Click a column header to sort. <label><input type="checkbox" id="show-all"> all columns
 ({n_extra} more recorded numbers)</label></p>
 <table id="runs"><thead><tr><th>run</th><th>variant</th><th>status</th><th>notebook</th>{head}
 <th>seed</th><th>commit</th><th>wall s</th>{head_extra}</tr></thead><tbody>
