@@ -134,3 +134,16 @@ def test_every_shipped_ablation_spec_is_valid(spec: str) -> None:
     parameter must be renamed in the specs too)."""
     loaded = load_spec(repo_root() / "ablations" / spec)
     assert loaded.runs and (loaded.baseline is None or loaded.baseline in loaded.compare)
+
+
+def test_a_run_name_means_one_run_across_the_shipped_specs() -> None:
+    """Specs run into one reports folder share runs by name (a run up to date for one is reused by the
+    other), so a name used by two specs must be the same notebook with the same parameters; else the
+    second ablation would overwrite the first's run with another one of the same name."""
+    seen: dict[str, tuple] = {}
+    for path in sorted((repo_root() / "ablations").glob("*.yaml")):
+        for run in load_spec(path).runs:
+            mine = (run.notebook, run.params, run.deps)
+            first = seen.setdefault(run.name, (path.name, mine))
+            assert first[1] == mine, f"{run.name}: differs between {first[0]} and {path.name}"
+    assert "train_distill-seed=0" in seen and "train_long-seed=2" in seen
