@@ -372,6 +372,7 @@ _PAGE = """<!DOCTYPE html>
 <style>
 body {{ font: 14px system-ui, sans-serif; margin: 1.5em; color: #222; }}
 table {{ border-collapse: collapse; margin: .5em 0 1.5em; }}
+img {{ max-width: 100%; height: auto; }}
 th, td {{ border: 1px solid #ccc; padding: 3px 7px; vertical-align: top; }}
 th {{ background: #f0f0f0; cursor: pointer; user-select: none; }}
 td.num {{ text-align: right; font-variant-numeric: tabular-nums; }}
