@@ -3,6 +3,7 @@ composite training reports is the composite notebook 04 / `goose evaluate` repor
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -43,7 +44,10 @@ def test_a_checkpoint_a_run_folder_and_a_notebook_run_load_the_same_student(trai
     _, result = trained
     final = ckpt.load_student(result.checkpoint)
     by_run = ckpt.load_student(result.out_dir)  # latest.json -> the newest checkpoint
-    by_notebook_run = ckpt.load_student(result.out_dir.parent)  # a 03_training run folder: training/
+    # a 03_training run folder (training/), with the record the ablation runner writes beside it
+    (result.out_dir.parent / "run.json").write_text(json.dumps({"name": "train", "notebook": "03_training",
+                                                                "status": "ok"}))
+    by_notebook_run = ckpt.load_student(result.out_dir.parent)
     assert by_run.source == by_notebook_run.source == str(result.checkpoint) == final.source
     for a, b in ((final, by_run), (final, by_notebook_run)):
         sa, sb = _state(a), _state(b)
@@ -73,6 +77,11 @@ def test_bad_sources_name_the_folder(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(ckpt.CheckpointLoadError, match="empty: not a student checkpoint"):
         ckpt.load_student(tmp_path / "empty")
+    # a notebook run whose training failed before its first checkpoint: only the runner's record
+    (tmp_path / "failed").mkdir()
+    (tmp_path / "failed" / "run.json").write_text(json.dumps({"notebook": "03_training", "status": "failed"}))
+    with pytest.raises(ckpt.CheckpointLoadError, match="failed/run.json: .*a notebook run's record"):
+        ckpt.load_student(tmp_path / "failed")
 
 
 def test_training_reports_the_composite_evaluation_reports_for_mode_single(trained, tiny_root: Path) -> None:

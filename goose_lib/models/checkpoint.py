@@ -110,7 +110,10 @@ def load_run(dir: str | os.PathLike) -> dict[str, Any]:
                                   "pass the folder written by train() / save_student()")
     run = read_json(path)
     if run.get("format") != FORMAT:
-        raise CheckpointLoadError(f"{path}: unknown checkpoint format {run.get('format')!r}, expected {FORMAT!r}")
+        hint = (" (a notebook run's record: its training wrote no checkpoint)"
+                if run.get("format") is None and "notebook" in run else "")
+        raise CheckpointLoadError(f"{path}: unknown checkpoint format {run.get('format')!r}, expected "
+                                  f"{FORMAT!r}{hint}")
     return run
 
 
@@ -205,17 +208,19 @@ def best_checkpoints(out_dir: str | os.PathLike) -> list[Path]:
 # --- the one loader ----------------------------------------------------------------------------
 
 def resolve_student_folder(source: str | os.PathLike) -> Path:
-    """The checkpoint folder ``source`` names: itself (it has ``run.json``), the newest checkpoint
-    of a training run (``latest.json``), or that of a ``03_training`` notebook run (``training/``)."""
+    """The checkpoint folder ``source`` names: the newest checkpoint of a training run
+    (``latest.json``) or of a ``03_training`` notebook run (``training/``), else itself when it has
+    ``run.json`` (a checkpoint). Runs are looked at first because the ablation runner's record of a
+    notebook run is a ``run.json`` too."""
     path = Path(source).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"{path}: student checkpoint folder does not exist")
-    if (path / RUN_FILE).is_file():
-        return path
     for run_dir in (path, path / "training"):
         latest = find_latest(run_dir)
         if latest is not None:
             return latest
+    if (path / RUN_FILE).is_file():
+        return path
     raise CheckpointLoadError(f"{path}: not a student checkpoint (no {RUN_FILE}), nor a training run folder "
                               f"with checkpoints ({LATEST_FILE}), nor a notebook run of 03_training "
                               f"(training/{LATEST_FILE}); pass the folder train() wrote")
