@@ -53,7 +53,7 @@ def save_settings(reports_dir: str | os.PathLike, *, baseline: str | None,
     """Record an ablation's baseline (a variant label or a run name) and its ordered
     ``label -> run(s)`` variants (several runs: one per seed) under ``name`` (default: the spec's
     file stem), first in the list: it replaces an earlier comparison of that name and keeps the others."""
-    name = name or (Path(spec).stem if spec else "ablation")
+    name = name or _default_name(spec)
     pairs = [[k, [v] if isinstance(v, str) else list(v)] for k, v in compare.items()]  # pairs: keys stay ordered
     path = Path(reports_dir) / SETTINGS_FILE
     kept = [a for a in read_settings(reports_dir) if a["name"] != name]
@@ -70,9 +70,14 @@ def read_settings(reports_dir: str | os.PathLike) -> list[dict[str, Any]]:
         return list(settings["ablations"])
     if settings.get("compare") or settings.get("baseline"):
         spec = settings.get("spec")
-        return [{"name": Path(spec).stem if spec else "ablation", "baseline": settings.get("baseline"),
+        return [{"name": _default_name(spec), "baseline": settings.get("baseline"),
                  "compare": settings.get("compare") or [], "spec": spec}]
     return []
+
+
+def _default_name(spec: str | None) -> str:
+    """An ablation's name when none is given: its spec's file stem."""
+    return Path(spec).stem if spec else "ablation"
 
 
 def _read(path: Path) -> Any:
@@ -281,15 +286,13 @@ def render_index(runs: list[dict[str, Any]], *, baseline: str | None = None,
     by_name = {r["name"]: r for r in runs}
     if not compare:
         compare = {r["name"]: (r["name"],) for r in runs if any(m in r["metrics"] for m in MAIN_METRICS)}
-    variants, base_label = _resolve_variants(by_name, baseline, compare)
-    summary = [{"ablation": name, **v} for v in variant_summary(by_name, variants, base_label)]
-    sections = [_section(name if others else None, summary, base_label, primary=True)]
-    summaries = list(summary)
-    for other, other_base, other_compare in others:
-        other_variants, other_label = _resolve_variants(by_name, other_base, other_compare)
-        part = [{"ablation": other, **v} for v in variant_summary(by_name, other_variants, other_label)]
-        sections.append(_section(other, part, other_label, primary=False))
+    sections, summaries, resolved = [], [], []
+    for i, (ablation, base, comp) in enumerate([(name, baseline, compare), *others]):
+        resolved.append(_resolve_variants(by_name, base, comp))
+        part = [{"ablation": ablation, **v} for v in variant_summary(by_name, *resolved[-1])]
+        sections.append(_section(ablation if others else None, part, resolved[-1][1], primary=i == 0))
         summaries += part
+    variants, base_label = resolved[0]  # the primary comparison drives the runs table
     base_runs = [by_name[n] for n in variants.get(base_label, ()) if n in by_name] if base_label else []
     base_by_seed = {r["seed"]: r for r in base_runs}
     base_mean = {m: _mean_std([r["metrics"][m] for r in base_runs if m in r["metrics"]])[0] for m in MAIN_METRICS}
