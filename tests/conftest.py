@@ -43,6 +43,14 @@ def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
                            n_train=8, n_val=4, n_test=3)
 
 
+@pytest.fixture()
+def root(tiny_root: Path, tmp_path: Path) -> Path:
+    """A private, writable copy of the tiny synthetic root (to break or change)."""
+    import shutil
+
+    return Path(shutil.copytree(tiny_root, tmp_path / "root"))
+
+
 @pytest.fixture(scope="session")
 def tiny_checkpoint(goose_home: Path) -> Path:
     """The embedded tiny random SAM3 checkpoint (facebook/sam3 key layout)."""

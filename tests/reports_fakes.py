@@ -8,6 +8,7 @@ run folder's name to ``log_file`` (to count executions), reads an upstream check
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
@@ -20,6 +21,19 @@ log_file = ""  # append this run's folder name here (counts executions)
 checkpoint = ""  # an upstream run's checkpoint folder (reads weights.txt)
 seed = 0  # a seeded step sets it per run (recorded in provenance)
 """
+
+
+
+@dataclass(frozen=True)
+class FakeParams:
+    """The fake notebook's parameter class, for a registry ``{"fake": FakeParams}``."""
+
+    alpha: float = 1.0
+    fail: bool = False
+    block_file: str = ""
+    log_file: str = ""
+    checkpoint: str = ""
+
 
 BODY = [
     "import os, time\nfrom pathlib import Path\nfrom goose_lib.reports.record import save_metrics",

@@ -52,7 +52,7 @@ def test_bad_specs_are_rejected_before_anything_runs(tmp_path: Path, text: str, 
 
 
 def test_registered_parameter_types_are_checked(tmp_path: Path) -> None:
-    from test_execute import FakeParams
+    from reports_fakes import FakeParams
 
     spec = _spec(tmp_path, SPEC_HEAD + "    params: {fail: maybe}\n")
     with pytest.raises(RunSpecError, match=r"FakeParams\.fail: expected"):

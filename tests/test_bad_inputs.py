@@ -6,7 +6,6 @@ from __future__ import annotations
 import builtins
 import csv
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,12 +18,6 @@ from goose_lib.data.decode import DataError, check_root, load_sample, read_insta
 from goose_lib.data.layout import index_split
 from goose_lib.data.stats import SplitStats, compute_stats, merge_stats
 from goose_lib.ontology import MAPPING_CSV, Ontology, OntologyError, packaged_mapping_rows
-
-
-@pytest.fixture()
-def root(tiny_root: Path, tmp_path: Path) -> Path:
-    """A private copy of the tiny root to break."""
-    return Path(shutil.copytree(tiny_root, tmp_path / "root"))
 
 
 def _first(root: Path, split: str = "train"):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -22,12 +21,6 @@ from goose_lib.data.decode import (
 )
 from goose_lib.data.layout import LayoutError, index_split
 from goose_lib.ontology import MAPPING_CSV, OntologyError
-
-
-@pytest.fixture()
-def root(tiny_root: Path, tmp_path: Path) -> Path:
-    """A private, writable copy of the tiny synthetic root."""
-    return Path(shutil.copytree(tiny_root, tmp_path / "root"))
 
 
 def _first(root: Path, split: str = "train"):

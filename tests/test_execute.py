@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 import re
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from reports_fakes import write_notebook
+from reports_fakes import FakeParams, write_notebook
 
 from goose_lib.reports import html as html_mod
 from goose_lib.reports.execute import (
@@ -22,15 +21,6 @@ from goose_lib.reports.execute import (
     read_record,
     resolve_notebook,
 )
-
-
-@dataclass(frozen=True)
-class FakeParams:
-    alpha: float = 1.0
-    fail: bool = False
-    block_file: str = ""
-    log_file: str = ""
-    checkpoint: str = ""
 
 
 def test_resolve_notebook_names_missing_file(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from reports_fakes import FakeParams
 
 from goose_lib.quiet import drop_log_messages, no_transformers_progress
 
@@ -71,12 +72,7 @@ def test_scoring_read_only_arrays_raises_no_torch_warning() -> None:
 
 
 @dataclass(frozen=True)
-class _Params:
-    alpha: float = 1.0
-    fail: bool = False
-    block_file: str = ""
-    log_file: str = ""
-    checkpoint: str = ""
+class _Params(FakeParams):
     hidden: int = 0  # declared by the dataclass, not assigned in the parameters cell (as in 03_training)
 
 

@@ -21,15 +21,6 @@ from goose_lib.teacher.cache import (
 )
 from goose_lib.teacher.prompt import Teacher, TeacherConfig
 
-
-@pytest.fixture()
-def root(tiny_root, tmp_path):
-    """A private copy of the tiny dataset (some tests modify files)."""
-    dst = tmp_path / "root"
-    shutil.copytree(tiny_root, dst)
-    return dst
-
-
 BP = BoxParams(max_boxes=4)  # few boxes per image: these tests are about the cache, not the model
 
 
