@@ -19,7 +19,7 @@ from typing import ClassVar, Literal
 
 from goose_lib.config import DataConfig, EvalProtocol, VoidProtocol, input_param
 from goose_lib.infer.config import TTABlend, TTAConfig
-from goose_lib.paths import EMBEDDED, UNTRAINED
+from goose_lib.paths import EMBEDDED, EMBEDDED_RANDOM, UNTRAINED
 from goose_lib.teacher.config import AdaptConfig, BoxParams, SelectionRule, TeacherConfig
 from goose_lib.train.config import TrainConfig
 
@@ -157,7 +157,7 @@ class TeacherParams:
     overlap: Literal["smallest_box", "max_prob"] = _TEACHER.overlap  # teacher: who wins where boxes overlap
     no_memory_level: Literal["original", "transformers"] = _TEACHER.no_memory_level  # where no_memory_embedding goes
     box_batch: int = _TEACHER.box_batch  # teacher: boxes decoded per call
-    adapt_steps: int = -1  # teacher adaptation steps; -1 = auto (150 for "embedded", else 0 = off)
+    adapt_steps: int = -1  # teacher adaptation steps; -1 = auto (150 for "embedded-random", else 0 = off)
     adapt_lr: float = _ADAPT.lr  # adaptation learning rate
     adapt_images_per_step: int = _ADAPT.images_per_step  # adaptation images per step
     criterion: Literal["distill", "box"] = _RULE.criterion  # selection: simulated composite change | in-box IoU
@@ -191,7 +191,7 @@ class TeacherParams:
                              box_batch=self.box_batch)
 
     def adapt_config(self) -> AdaptConfig:
-        steps = self.adapt_steps if self.adapt_steps >= 0 else (150 if self.sam3_checkpoint == EMBEDDED else 0)
+        steps = self.adapt_steps if self.adapt_steps >= 0 else (150 if self.sam3_checkpoint == EMBEDDED_RANDOM else 0)
         return AdaptConfig(steps=steps, lr=self.adapt_lr, images_per_step=self.adapt_images_per_step,
                            limit=self.train_limit, seed=self.seed, no_memory_level=self.no_memory_level)
 

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 EMBEDDED = "embedded"  # a data root / SAM3 checkpoint value: the embedded default of that kind
+EMBEDDED_RANDOM = "embedded-random"  # a SAM3 checkpoint value: the embedded SAM3 with random weights (control)
 UNTRAINED = "untrained"  # a student checkpoint value: an untrained student (a reference point, not a result)
 
 

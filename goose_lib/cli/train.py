@@ -142,4 +142,40 @@ def _run_teacher(args: argparse.Namespace, student):  # -> goose_lib.teacher.pip
         shard=parse_shard(args.shard) if args.shard else (0, 1), device=args.device, progress=not args.no_progress)
 
 
-VERBS = (add_train, add_teacher)
+def add_foundation(sub: argparse._SubParsersAction) -> None:
+    from goose_lib.models.foundation import FOUNDATION_DIR
+
+    p = sub.add_parser(
+        "foundation", help="pre-train the embedded SAM3 foundation (offline, once; resumable)",
+        description="Run the foundation recipe (goose_lib/models/pretrain.py) in --run-dir (re-running resumes "
+                    "from its last checkpoint), measure it on the held-out corpus and write the checkpoint "
+                    "folder with its model card. The shipped foundation is written by the default --out.")
+    p.add_argument("--run-dir", required=True, help="the recipe's run folder (state.pt: resumable)")
+    p.add_argument("--out", default=str(FOUNDATION_DIR), help="checkpoint folder to write (default: the shipped one)")
+    p.add_argument("--steps", type=int, default=None, help="stop after this many steps (default: the recipe's)")
+    progress_arg(p)
+    p.set_defaults(func=cmd_foundation)
+
+
+def cmd_foundation(args: argparse.Namespace) -> int:
+    import time
+
+    from goose_lib.models.foundation import write_foundation
+    from goose_lib.models.pretrain import DEFAULT_RECIPE, held_out_concepts, held_out_iou, run_recipe
+    from goose_lib.models.tiny import ensure_tiny_checkpoint
+
+    if args.steps is not None and args.steps < 1:
+        raise CommandError(f"--steps must be >= 1, got {args.steps}")
+    t0 = time.monotonic()
+    base = ensure_tiny_checkpoint()
+    trainer = run_recipe(args.run_dir, DEFAULT_RECIPE, base=base, steps=args.steps, progress=not args.no_progress)
+    promptable = held_out_iou(trainer.tracker, 1, DEFAULT_RECIPE.held_out)
+    concepts = held_out_concepts(trainer, 1, DEFAULT_RECIPE.held_out)
+    out = write_foundation(trainer, args.out, base=base, held_out=promptable, concepts=concepts,
+                           seconds=time.monotonic() - t0)
+    print(f"{out}: held-out in-box mIoU {promptable['teacher']:.3f} (box filling {promptable['box_fill']:.3f}), "
+          f"concept mIoU {concepts['mean']:.3f}")
+    return 0
+
+
+VERBS = (add_train, add_teacher, add_foundation)

@@ -1,8 +1,10 @@
 """The one resolver of SAM3 checkpoint values: a folder, or the name of an embedded checkpoint.
 
-Embedded checkpoints are built by code in this package (transformers' own classes) and written
-on first use under ``goose_lib.paths.home()``; :data:`EMBEDDED_SAM3` maps each name to the
-function that ensures it (imported lazily). Everything above the models layer passes
+Embedded checkpoints: ``embedded`` is the foundation shipped in the package
+(:mod:`goose_lib.models.foundation`, pre-trained offline by :mod:`goose_lib.models.pretrain`);
+``embedded-random`` is the same tiny SAM3 randomly initialised (the premise-off control), built by
+transformers' own classes and written on first use under ``goose_lib.paths.home()``.
+:data:`EMBEDDED_SAM3` maps each name to the function that returns its folder (imported lazily). Everything above the models layer passes
 ``sam3_checkpoint`` values through unchanged; only this module turns them into folders, which
 the strict loaders of :mod:`goose_lib.models.sam3` then read like any real checkpoint.
 """
@@ -12,12 +14,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from goose_lib.paths import EMBEDDED, resolve_registered
+from goose_lib.paths import EMBEDDED, EMBEDDED_RANDOM, resolve_registered
 
 # name -> "module:function" returning the checkpoint's folder (written on first use)
 EMBEDDED_SAM3: dict[str, str] = {
-    EMBEDDED: "goose_lib.models.tiny:ensure_tiny_checkpoint",  # tiny, random (the student's encoder)
-    "embedded-teacher": "goose_lib.models.pretrain:ensure_teacher_checkpoint",  # its tracker pre-trained on shapes
+    EMBEDDED: "goose_lib.models.foundation:shipped_foundation",  # the tiny SAM3 foundation (shipped)
+    EMBEDDED_RANDOM: "goose_lib.models.tiny:ensure_tiny_checkpoint",  # the same, random (premise-off control)
 }
 
 
