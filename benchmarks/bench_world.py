@@ -3,8 +3,9 @@ the numbers mean something on a shared machine; wall seconds are printed beside 
 
 - world: seconds per image (render + label degradation + PNG writing) of the default world
   (2x images) against the basic synthetic world (1x), and the ratio;
-- teacher: CPU seconds of ``PretrainConfig()`` extrapolated from ``--steps`` steps (the budget
-  is 1-2 minutes on 2 cores).
+- foundation: CPU seconds per corpus image and per step of the foundation recipe
+  (``FoundationRecipe()``, run offline once by ``goose foundation``), extrapolated to the whole
+  recipe on one core (the recorded wall time is in the shipped model card).
 
     OMP_NUM_THREADS=1 python benchmarks/bench_world.py [--images 12] [--steps 10]
 """
@@ -19,11 +20,11 @@ from pathlib import Path
 
 import torch
 
-from goose_lib.data.shapes import shape_sample
+from goose_lib.data.corpus import corpus_sample
 from goose_lib.data.synthetic import write_synthetic
 from goose_lib.data.world import DEFAULT_WORLD, write_world
-from goose_lib.models.pretrain import DEFAULT_PRETRAIN, pretrain_tracker
-from goose_lib.models.sam3 import build_tiny_checkpoint, load_tracker
+from goose_lib.models.pretrain import DEFAULT_RECIPE, Pretrainer
+from goose_lib.models.tiny import build_tiny_checkpoint
 
 
 def _timed(fn) -> tuple[float, float]:
@@ -46,16 +47,16 @@ def main() -> None:
         print(f"world: {cw / n:.3f} CPU-s/image ({ww / n:.3f} wall), basic: {cb / n:.3f} CPU-s/image "
               f"({wb / n:.3f} wall), ratio {cw / max(cb, 1e-9):.1f}x; default world (88 images): "
               f"{cw / n * 88:.0f} CPU-s")
-        model = load_tracker(build_tiny_checkpoint(Path(tmp) / "tiny"))
-        n_img = DEFAULT_PRETRAIN.n_images
-        cg, _ = _timed(lambda: [shape_sample(DEFAULT_PRETRAIN.seed, i) for i in range(n_img)])
-        cfg = replace(DEFAULT_PRETRAIN, steps=args.steps, n_images=8, held_out=0)
-        ct, wt = _timed(lambda: pretrain_tracker(model, cfg))
-        step = (ct - cg * 8 / n_img) / args.steps
-        full = cg + step * DEFAULT_PRETRAIN.steps
-        print(f"teacher pretraining: shapes {cg:.1f} CPU-s for {n_img} images, {step:.3f} CPU-s/step "
-              f"({wt / args.steps:.3f} wall); PretrainConfig() ({DEFAULT_PRETRAIN.steps} steps): "
-              f"about {full:.0f} CPU-s on one core")
+        n_img = 8
+        cg, _ = _timed(lambda: [corpus_sample(0, i) for i in range(n_img)])
+        trainer = Pretrainer(replace(DEFAULT_RECIPE, n_images=n_img), build_tiny_checkpoint(Path(tmp) / "tiny"))
+        trainer.step()  # renders the n_img corpus images (cached afterwards)
+        ct, wt = _timed(lambda: [trainer.step() for _ in range(args.steps)])
+        step = ct / args.steps
+        full = cg / n_img * DEFAULT_RECIPE.n_images + step * DEFAULT_RECIPE.steps
+        print(f"foundation: corpus {cg / n_img:.3f} CPU-s/image, {step:.3f} CPU-s/step ({wt / args.steps:.3f} wall); "
+              f"FoundationRecipe() ({DEFAULT_RECIPE.n_images} images, {DEFAULT_RECIPE.steps} steps): about "
+              f"{full:.0f} CPU-s on one core")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,14 @@ from typing import ClassVar, Literal
 from goose_lib.config import DataConfig, EvalProtocol, VoidProtocol, input_param
 from goose_lib.infer.config import TTABlend, TTAConfig
 from goose_lib.paths import EMBEDDED, EMBEDDED_RANDOM, UNTRAINED
-from goose_lib.teacher.config import AdaptConfig, BoxParams, SelectionRule, TeacherConfig
+from goose_lib.teacher.config import (
+    TEACHER_KINDS,
+    AdaptConfig,
+    BoxParams,
+    SelectionRule,
+    TeacherConfig,
+    TeacherKind,
+)
 from goose_lib.train.config import TrainConfig
 
 _DATA, _TTA, _PROTOCOL = DataConfig(), TTAConfig(), EvalProtocol()
@@ -133,8 +140,10 @@ class ErrorAnalysisParams:
 
 @dataclass(frozen=True)
 class TeacherParams:
-    """notebooks/02_teacher_comparison.ipynb: SAM3 oracle-box teacher vs student, class selection."""
+    """notebooks/02_teacher_comparison.ipynb: SAM3 oracle-box teacher vs student, class selection.
+    ``teacher="oracle"``: the control whose masks are the exact training labels (teacher.oracle)."""
 
+    teacher: TeacherKind = "sam3"  # "sam3": SAM3's box-prompted masks; "oracle": the exact labels' (a control)
     sam3_checkpoint: str = input_param("sam3_checkpoint", EMBEDDED)  # SAM3 folder (facebook/sam3 layout) or "embedded"
     checkpoint: str = input_param("checkpoint", UNTRAINED)  # student checkpoint / run folder; "untrained" = labelled so
     data_root: str = input_param("data_root", _DATA.data_root)  # "embedded" or a GOOSE download
@@ -173,8 +182,12 @@ class TeacherParams:
     out_dir: str = "."  # comparison table, selection.json and figures go here
 
     def __post_init__(self) -> None:
+        if self.teacher not in TEACHER_KINDS:
+            raise ValueError(f"teacher must be one of {TEACHER_KINDS}, got {self.teacher!r}")
         if self.adapt_steps < -1:
             raise ValueError(f"adapt_steps must be -1 (auto) or >= 0, got {self.adapt_steps}")
+        if self.teacher == "oracle" and self.adapt_steps > 0:
+            raise ValueError("adapt_steps: the oracle teacher has no decoder to adapt; use -1 or 0")
         if self.compare_split == "test":
             raise ValueError("compare_split 'test' has no labels; compare on 'train' (held-out scenarios) or 'val'")
         if not 0 <= self.compare_holdout < 1:
@@ -191,7 +204,8 @@ class TeacherParams:
                              box_batch=self.box_batch)
 
     def adapt_config(self) -> AdaptConfig:
-        steps = self.adapt_steps if self.adapt_steps >= 0 else (150 if self.sam3_checkpoint == EMBEDDED_RANDOM else 0)
+        auto = 150 if self.sam3_checkpoint == EMBEDDED_RANDOM and self.teacher == "sam3" else 0
+        steps = self.adapt_steps if self.adapt_steps >= 0 else auto
         return AdaptConfig(steps=steps, lr=self.adapt_lr, images_per_step=self.adapt_images_per_step,
                            limit=self.train_limit, seed=self.seed, no_memory_level=self.no_memory_level)
 

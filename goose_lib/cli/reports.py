@@ -146,4 +146,31 @@ def cmd_lab(args: argparse.Namespace) -> int:
     return subprocess.call(argv)
 
 
-VERBS = (add_demo, add_run, add_ablate, add_vendor, add_lab)
+def add_results(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("results", help="the results tables of a reports folder as Markdown (for docs/results.md)",
+                       description="Render the variants of every ablation in the reports folder (index.json) and "
+                                   "its teacher runs as Markdown: to stdout, or to --out.")
+    _reports_arg(p)
+    p.add_argument("--out", default=None, help="file to write (default: stdout)")
+    p.set_defaults(func=cmd_results)
+
+
+def cmd_results(args: argparse.Namespace) -> int:
+    from goose_lib.io import atomic_write_text
+    from goose_lib.reports.index import SUMMARY_FILE
+    from goose_lib.reports.results import results_markdown
+
+    reports = _reports_dir(args)
+    if not (reports / SUMMARY_FILE).is_file():
+        raise CommandError(f"{reports / SUMMARY_FILE}: no index (run an ablation into {reports} first)")
+    text = results_markdown(reports, command=f"goose results --reports {args.reports}"
+                            if getattr(args, "reports", None) else "goose results")
+    if args.out:
+        atomic_write_text(args.out, text)
+        print(f"wrote {args.out}", file=sys.stderr)
+    else:
+        print(text)
+    return 0
+
+
+VERBS = (add_demo, add_run, add_ablate, add_vendor, add_lab, add_results)

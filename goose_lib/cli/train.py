@@ -1,6 +1,7 @@
 """Verbs of the training and teacher parts: ``train`` (every TrainConfig field an option; torchrun
-for several processes) and ``teacher`` (cache SAM3's box-prompted masks, optionally compare with a
-student and select the classes to distil)."""
+for several processes) and ``teacher`` (cache SAM3's box-prompted masks, or with ``--teacher
+oracle`` the exact labels' masks in the same boxes, optionally compare with a student and select
+the classes to distil)."""
 
 from __future__ import annotations
 
@@ -57,7 +58,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def add_teacher(sub: argparse._SubParsersAction) -> None:
     from goose_lib.params import TeacherParams
-    from goose_lib.teacher.config import AdaptConfig, BoxParams, SelectionRule, TeacherConfig
+    from goose_lib.teacher.config import TEACHER_KINDS, AdaptConfig, BoxParams, SelectionRule, TeacherConfig
 
     p = sub.add_parser("teacher", help="compute / cache SAM3 box-prompted teacher masks for a split",
                        description="Teacher masks for a split from ground-truth (or predicted) boxes, cached once "
@@ -65,6 +66,9 @@ def add_teacher(sub: argparse._SubParsersAction) -> None:
                        "per-class teacher-vs-student table of that split and selection.json in OUT.")
     data_root_arg(p)
     p.add_argument("--split", default="train", help="split to cache (default train)")
+    p.add_argument("--teacher", choices=TEACHER_KINDS, default=TeacherParams().teacher,
+                   help="sam3: SAM3's box-prompted masks; oracle: the exact labels' masks in the same boxes (a "
+                        "control; needs <data-root>/labels_exact, as an embedded world has)")
     p.add_argument("--sam3-checkpoint", default="embedded", help="SAM3 folder or an embedded checkpoint's name")
     p.add_argument("--checkpoint", default="untrained", help="the student (checkpoint / run folder, or "
                    "'untrained') for --compare and --boxes prediction")
@@ -97,7 +101,10 @@ def cmd_teacher(args: argparse.Namespace) -> int:
     from goose_lib.infer.predictor import student_predictor
 
     needs_student = bool(args.compare) or args.boxes == "prediction"
-    kinds = {k: v for k, v in INPUT_KINDS.items() if k != "checkpoint" or needs_student}
+    # the SAM3 checkpoint is read by the SAM3 teacher and by the student (its backbone)
+    needs_sam3 = args.teacher == "sam3" or needs_student
+    kinds = {k: v for k, v in INPUT_KINDS.items()
+             if (k != "checkpoint" or needs_student) and (k != "sam3_checkpoint" or needs_sam3)}
     with provenance("goose teacher", command_params(args), kinds, device=args.device) as prov:
         student = student_predictor(args.checkpoint, sam3_checkpoint=args.sam3_checkpoint,
                                     device=args.device) if needs_student else None
@@ -139,7 +146,8 @@ def _run_teacher(args: argparse.Namespace, student):  # -> goose_lib.teacher.pip
         box_source=args.boxes, student=student, compare_split=args.split if args.compare else None,
         compare_limit=args.limit, compare_holdout=args.holdout, exclude_scenarios=tuple(args.exclude_scenarios),
         rule=validated(SelectionRule, rule), out_dir=args.compare,
-        shard=parse_shard(args.shard) if args.shard else (0, 1), device=args.device, progress=not args.no_progress)
+        shard=parse_shard(args.shard) if args.shard else (0, 1), device=args.device, teacher_kind=args.teacher,
+        progress=not args.no_progress)
 
 
 def add_foundation(sub: argparse._SubParsersAction) -> None:

@@ -86,7 +86,7 @@ def _commit() -> str:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
                              text=True, check=True, timeout=10)
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=Path(__file__).parent,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+                               capture_output=True, text=True, check=True, timeout=10).stdout.strip()
         return out.stdout.strip() + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -150,28 +150,28 @@ def render_card(card: dict[str, Any]) -> str:
     r, p, c = card["recipe"], card["held_out"]["promptable"], card["held_out"]["concepts"]
     lines = [
         f"# {card['name']}: the embedded SAM3 foundation", "",
-        "The tiny SAM3 (facebook/sam3 layout) pre-trained once, offline, by `goose foundation` "
-        "(`goose_lib/models/pretrain.py`) on the foundation corpus (`goose_lib/data/corpus.py`). "
-        "Generated from `card.json`; do not edit by hand.", "",
+        ("The tiny SAM3 (facebook/sam3 layout) pre-trained once, offline, by `goose foundation` "
+         "(`goose_lib/models/pretrain.py`) on the foundation corpus (`goose_lib/data/corpus.py`). "
+         "Generated from `card.json`; do not edit by hand."), "",
         "| | |", "| --- | --- |",
         f"| recipe | `{card['recipe_version']}`, hash `{card['recipe_hash'][:16]}` |",
-        f"| steps | {card['steps_done']} x {r['images_per_step']} images x {r['prompts_per_image']} prompts "
-        f"({r['point_share']:.0%} points) |",
-        f"| corpus | training seed {card['corpus']['training_seed']} ({r['n_images']} images), held-out seed "
-        f"{card['corpus']['held_out_seed']}; fingerprint `{card['corpus']['fingerprint'][:16]}` |",
+        (f"| steps | {card['steps_done']} x {r['images_per_step']} images x {r['prompts_per_image']} prompts "
+         f"({r['point_share']:.0%} points) |"),
+        (f"| corpus | training seed {card['corpus']['training_seed']} ({r['n_images']} images), held-out seed "
+         f"{card['corpus']['held_out_seed']}; fingerprint `{card['corpus']['fingerprint'][:16]}` |"),
         f"| base | `{card['base']['name']}` (random init), sha256 `{card['base']['sha256'][:16]}` |",
         f"| commit | `{card['commit']}` |",
         f"| wall time | {card['wall_seconds'] or 0:.0f} s on {card['threads']} threads |",
         f"| model.safetensors sha256 | `{card['sha256']}` |", "",
-        "## Held-out (corpus seed {0}, {1} images, {2} boxes)".format(p["corpus_seed"], p["images"], p["boxes"]), "",
+        f"## Held-out (corpus seed {p['corpus_seed']}, {p['images']} images, {p['boxes']} boxes)", "",
         "| measure | value |", "| --- | --- |",
         f"| tracker in-box mIoU (box prompt, best-scored mask) | {p['teacher']:.3f} |",
         f"| filling the box | {p['box_fill']:.3f} |",
         f"| concept mIoU (detector encoder + 1x1 head) | {c['mean']:.3f} |", "",
         "Per concept: " + ", ".join(f"{k} {v:.2f}" for k, v in c["per_concept"].items()), "",
         "## Loss", "", "![loss curve](loss_curve.png)", "",
-        f"First step: mask {card['losses'][0]['mask']:.4f}, concept {card['losses'][0]['concept']:.4f}; "
-        f"last: mask {card['losses'][-1]['mask']:.4f}, concept {card['losses'][-1]['concept']:.4f}.", "",
+        (f"First step: mask {card['losses'][0]['mask']:.4f}, concept {card['losses'][0]['concept']:.4f}; "
+         f"last: mask {card['losses'][-1]['mask']:.4f}, concept {card['losses'][-1]['concept']:.4f}."), "",
     ]
     return "\n".join(lines)
 

@@ -7,8 +7,11 @@ Layout (one folder per key, so changing a parameter never overwrites another key
 
 The key is the checkpoint fingerprint (``models.sam3.checkpoint_fingerprint``) plus every
 parameter that changes results (:meth:`TeacherConfig.result_key`, :class:`BoxParams`, the box
-source and, for predicted boxes, the predictor's id). Each item also stores the key hash and a
-signature of its source files (size + mtime of image / label / instances): an item whose key
+source and, for predicted boxes, the predictor's id). The oracle teacher (``teacher_kind="oracle"``,
+:mod:`goose_lib.teacher.oracle`: the exact labels' masks) has the fingerprint ``"oracle"`` and the
+key entry ``teacher_kind: "oracle"`` (SAM3 keys have no such entry), so it never shares a folder
+with a SAM3 cache. Each item also stores the key hash and a signature of its source files (size +
+mtime of image / label / instances; the oracle's also of its exact label files): an item whose key
 hash differs (a foreign cache copied in) or whose sources changed is recomputed, nothing else.
 
 Item arrays: ``teacher_cls``, ``teacher_prob``, ``teacher_region`` (uint8 HxW, see
@@ -24,20 +27,28 @@ job array can split a split; all shards share the folder.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 from collections.abc import Callable, Collection, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
 from goose_lib.config import to_dict
 from goose_lib.io import atomic_write_bytes, atomic_write_json, read_json, sha256_json
 from goose_lib.teacher.boxes import SOURCES, BoxSet, boxes_from_labels, boxes_from_prediction
-from goose_lib.teacher.config import DEFAULT_BOXES, DEFAULT_TEACHER, BoxParams, TeacherConfig
+from goose_lib.teacher.config import (
+    DEFAULT_BOXES,
+    DEFAULT_TEACHER,
+    TEACHER_KINDS,
+    BoxParams,
+    TeacherConfig,
+    TeacherKind,
+)
 from goose_lib.teacher.prompt import TeacherMaps
 
 CACHE_VERSION = 1
@@ -49,16 +60,29 @@ class TeacherCacheError(ValueError):
     """A cache folder that cannot be used as asked; the message names the folder or file."""
 
 
+@runtime_checkable
+class ItemTeacher(Protocol):
+    """A mask source that reads the whole item (image, labels, ``sample``), not only the image:
+    the oracle teacher (its exact labels). A ``prompt.Teacher`` is called with ``predict`` instead."""
+
+    def item_maps(self, item: dict[str, Any], boxes: BoxSet) -> TeacherMaps:
+        """Teacher maps of one ``data.decode.load_sample`` item prompted with ``boxes``."""
+        ...
+
+
 def cache_key(fingerprint: str, teacher_cfg: TeacherConfig = DEFAULT_TEACHER, box_params: BoxParams = DEFAULT_BOXES,
               *, box_source: Literal["gt", "prediction"] = "gt", predictor_id: str = "",
-              instance_classes: Collection[int] | None = None) -> dict[str, Any]:
+              instance_classes: Collection[int] | None = None, teacher_kind: TeacherKind = "sam3") -> dict[str, Any]:
     """Everything a cached result depends on, as a JSON-ready dict (``instance_classes`` only
-    when given and the boxes come from ground truth)."""
+    when given and the boxes come from ground truth; ``teacher_kind`` only when not ``"sam3"``,
+    so SAM3 keys are those written before the oracle existed)."""
     key = {"version": CACHE_VERSION, "checkpoint_fingerprint": fingerprint,
            "teacher": teacher_cfg.result_key(), "boxes": to_dict(box_params), "box_source": box_source,
            "predictor_id": predictor_id if box_source == "prediction" else ""}
     if instance_classes is not None and box_source == "gt":
         key["instance_classes"] = sorted(int(c) for c in instance_classes)
+    if teacher_kind != "sam3":
+        key["teacher_kind"] = teacher_kind
     return key
 
 
@@ -69,8 +93,13 @@ def key_dir(cache_root: str | os.PathLike, key: dict[str, Any]) -> Path:
 
 def source_signature(sample: Any) -> str:
     """size:mtime_ns of the sample's image / label / instance files (changes when they change)."""
+    return files_signature([sample.image, sample.labelids, sample.instanceids])
+
+
+def files_signature(files: Sequence[str | os.PathLike | None]) -> str:
+    """``size:mtime_ns`` of each file, ``-`` for None, joined by ``|``."""
     parts = []
-    for p in (sample.image, sample.labelids, sample.instanceids):
+    for p in files:
         if p is None:
             parts.append("-")
         else:
@@ -161,11 +190,14 @@ def build_teacher_cache(samples: Sequence[Any], cache_root: str | os.PathLike, *
                         shard: tuple[int, int] = (0, 1), num_classes: int = 64,
                         instance_classes: Collection[int] | None = None,
                         offload: Callable[[], AbstractContextManager[Any]] | None = None,
+                        teacher_kind: TeacherKind = "sam3", signature: Callable[[Any], str] = source_signature,
                         progress: bool = True) -> CacheReport:
     """Compute missing teacher items of ``samples`` (``data.layout.Sample``) under ``cache_root``.
 
     ``teacher``: a ``prompt.Teacher`` or a zero-argument factory returning one, called only if
-    something must be computed (a fully cached split loads no model). ``box_source="prediction"``
+    something must be computed (a fully cached split loads no model); or an :class:`ItemTeacher`
+    (the oracle, with ``teacher_kind="oracle"`` for the key and its ``signature`` of a sample's
+    files for the items). ``box_source="prediction"``
     needs ``predict_fn`` (image HxWx3 uint8 -> HxW uint8) and a ``predictor_id`` naming it
     (e.g. the student checkpoint's hash) for the key. ``instance_classes``: classes whose instance
     ids make ground-truth boxes (the dataset's :attr:`Ontology.instance_classes`; None = every
@@ -186,7 +218,7 @@ def build_teacher_cache(samples: Sequence[Any], cache_root: str | os.PathLike, *
     if box_source == "prediction" and (predict_fn is None or not predictor_id):
         raise ValueError("box_source='prediction' needs predict_fn and predictor_id")
     key = cache_key(fingerprint, teacher_cfg, box_params, box_source=box_source, predictor_id=predictor_id,
-                    instance_classes=instance_classes)
+                    instance_classes=instance_classes, teacher_kind=teacher_kind)
     key_hash = sha256_json(key)
     folder = key_dir(cache_root, key)
     if (folder / MANIFEST).exists():
@@ -197,7 +229,7 @@ def build_teacher_cache(samples: Sequence[Any], cache_root: str | os.PathLike, *
     todo = []
     for s in mine:
         p = item_path(folder, s.key)
-        if p.exists() and item_meta(p) == (key_hash, source_signature(s)):
+        if p.exists() and item_meta(p) == (key_hash, signature(s)):
             continue
         todo.append(s)
     if not todo:
@@ -219,8 +251,9 @@ def build_teacher_cache(samples: Sequence[Any], cache_root: str | os.PathLike, *
                                           instance_classes=instance_classes)
             else:
                 boxes = predicted.pop(s.key)
-            maps = model.predict([item["image"]], [boxes])[0]
-            write_item(item_path(folder, s.key), maps, key_hash, source_signature(s))
+            maps = (model.item_maps(item, boxes) if isinstance(model, ItemTeacher)
+                    else model.predict([item["image"]], [boxes])[0])
+            write_item(item_path(folder, s.key), maps, key_hash, signature(s))
         del model
         _release_memory()  # the teacher's memory goes back before the student returns
     return CacheReport(folder, len(mine), len(todo), len(mine) - len(todo))
@@ -243,10 +276,12 @@ def cache_split(sam3_checkpoint: str | os.PathLike, data_root: str, split: str, 
                 predictor_id: str = "", limit: int | None = None, exclude_scenarios: Sequence[str] = (),
                 shard: tuple[int, int] = (0, 1), device: str = "auto",
                 offload: Callable[[], AbstractContextManager[Any]] | None = None,
-                progress: bool = True) -> CacheReport:
+                teacher_kind: TeacherKind = "sam3", progress: bool = True) -> CacheReport:
     """Teacher outputs for a split; the model is loaded only when an item is missing.
 
     ``sam3_checkpoint``: the teacher's SAM3 checkpoint (a folder or an embedded name).
+    ``teacher_kind="oracle"``: the masks are the exact labels' (:mod:`goose_lib.teacher.oracle`;
+    ``sam3_checkpoint`` is not read; a root without ``labels_exact`` raises ``ExactLabelsMissing``).
     ``box_source="prediction"`` prompts with components of ``predictor``'s output (image HxWx3 uint8
     -> HxW class ids, e.g. :func:`goose_lib.infer.tta.predictor` of a student; ``predictor_id``
     names it in the cache key), so unlabelled splits work too. ``offload``: while the teacher
@@ -255,15 +290,25 @@ def cache_split(sam3_checkpoint: str | os.PathLike, data_root: str, split: str, 
     """
     from goose_lib.data.embedded import load_ontology
     from goose_lib.data.layout import index_split
-    from goose_lib.models.sam3 import checkpoint_fingerprint
-    from goose_lib.teacher.prompt import load_teacher
 
     if box_source == "prediction" and (predictor is None or not predictor_id):
         raise ValueError("cache_split: box_source='prediction' needs a predictor and its predictor_id")
+    instance_classes = load_ontology(data_root).instance_classes
+    if teacher_kind == "oracle":
+        from goose_lib.teacher.oracle import ORACLE, OracleTeacher
+
+        oracle = OracleTeacher(data_root, cfg=teacher_cfg, box_params=box_params, instance_classes=instance_classes)
+        fingerprint, teacher, signature = ORACLE, oracle, oracle.signature
+    elif teacher_kind == "sam3":
+        from goose_lib.models.sam3 import checkpoint_fingerprint
+        from goose_lib.teacher.prompt import load_teacher
+
+        fingerprint, signature = checkpoint_fingerprint(sam3_checkpoint), source_signature
+        teacher = functools.partial(load_teacher, sam3_checkpoint, cfg=teacher_cfg, device=device)
+    else:
+        raise ValueError(f"cache_split: teacher_kind must be one of {TEACHER_KINDS}, got {teacher_kind!r}")
     samples = index_split(data_root, split, exclude_scenarios=exclude_scenarios, limit=limit)
-    return build_teacher_cache(samples, cache_root, fingerprint=checkpoint_fingerprint(sam3_checkpoint),
-                               teacher=lambda: load_teacher(sam3_checkpoint, cfg=teacher_cfg, device=device),
-                               teacher_cfg=teacher_cfg, box_params=box_params, box_source=box_source,
-                               predict_fn=predictor, predictor_id=predictor_id, shard=shard,
-                               instance_classes=load_ontology(data_root).instance_classes, offload=offload,
-                               progress=progress)
+    return build_teacher_cache(samples, cache_root, fingerprint=fingerprint, teacher=teacher, teacher_cfg=teacher_cfg,
+                               box_params=box_params, box_source=box_source, predict_fn=predictor,
+                               predictor_id=predictor_id, shard=shard, instance_classes=instance_classes,
+                               offload=offload, teacher_kind=teacher_kind, signature=signature, progress=progress)

@@ -1,13 +1,17 @@
 """The teacher's parameter sets, torch-free (notebook parameters and CLI options are built from
-them without importing the model stack): how prompt boxes are made (:class:`BoxParams`), how SAM3
-turns boxes into teacher maps (:class:`TeacherConfig`), the optional adaptation of the teacher's
-decoder (:class:`AdaptConfig`) and which classes are distilled (:class:`SelectionRule`).
+them without importing the model stack): which teacher makes the masks (:data:`TEACHER_KINDS`),
+how prompt boxes are made (:class:`BoxParams`), how SAM3 turns boxes into teacher maps
+(:class:`TeacherConfig`), the optional adaptation of the teacher's decoder (:class:`AdaptConfig`)
+and which classes are distilled (:class:`SelectionRule`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Literal
+
+TeacherKind = Literal["sam3", "oracle"]
+TEACHER_KINDS: tuple[str, ...] = ("sam3", "oracle")  # SAM3's box-prompted masks | exact labels (teacher.oracle)
 
 
 @dataclass(frozen=True)

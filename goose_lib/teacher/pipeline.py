@@ -1,6 +1,8 @@
 """The teacher step end to end, as notebook 02 and ``goose teacher`` run it: (optionally) adapt the
 teacher's decoder, cache its box-prompted masks for a split, compare it with a student on a
-labelled split and select the classes to distil.
+labelled split and select the classes to distil. The teacher is SAM3 or, as a control, the
+oracle (``teacher_kind="oracle"``: the exact labels' masks in the same boxes, no adaptation;
+:mod:`goose_lib.teacher.oracle`).
 
 The student enters as a :class:`goose_lib.infer.predictor.Predictor` (``image HxWx3 uint8 -> HxW
 class ids``, a label and an id) built by the caller (:func:`goose_lib.infer.predictor.student_predictor`):
@@ -26,6 +28,7 @@ from goose_lib.teacher.config import (
     BoxParams,
     SelectionRule,
     TeacherConfig,
+    TeacherKind,
 )
 
 
@@ -33,7 +36,7 @@ from goose_lib.teacher.config import (
 class TeacherRun:
     """What :func:`run_teacher` produced."""
 
-    teacher_checkpoint: str | Path  # the (possibly adapted) SAM3 checkpoint the teacher used
+    teacher_checkpoint: str | Path  # the (possibly adapted) SAM3 checkpoint the teacher used; "oracle" for the oracle
     caches: dict[str, CacheReport]  # split -> its cache report
     table: pd.DataFrame | None = None  # the per-class comparison (compare_split given)
     student_scores: Any = None  # the student's full-image Scores on the comparison split
@@ -55,28 +58,40 @@ def run_teacher(sam3_checkpoint: str, data_root: str, *, cache_splits: dict[str,
                 holdout_seed: int = 0, exclude_scenarios: tuple[str, ...] = (),
                 rule: SelectionRule | None = None, out_dir: str | os.PathLike | None = None,
                 ontology: Any = None, shard: tuple[int, int] = (0, 1), device: str = "auto",
-                progress: bool = True) -> TeacherRun:
+                teacher_kind: TeacherKind = "sam3", progress: bool = True) -> TeacherRun:
     """Adapt (``adapt.steps > 0``), cache ``cache_splits`` ({split: limit}), and with
     ``compare_split``: compare with ``student`` there, select by ``rule`` and (``out_dir``) write
     ``teacher_comparison.csv`` + ``selection.json``.
+
+    ``teacher_kind="oracle"``: the oracle teacher's caches instead of SAM3's (``sam3_checkpoint``
+    is not read, adaptation must be off; ``teacher_checkpoint`` is ``"oracle"``).
 
     ``compare_holdout`` > 0: the comparison (and so the selection) uses only a fixed, seeded
     hold-out of ``compare_split``'s scenarios (:func:`goose_lib.data.layout.holdout_scenarios`), so
     that the classes are not selected on the split whose scores are then reported (val).
     ``exclude_scenarios`` is left out of every step (adaptation, caches, comparison)."""
-    from goose_lib.teacher.adapt import prepare_teacher_checkpoint
-
     if (box_source == "prediction" or compare_split) and student is None:
         raise ValueError("run_teacher: prediction-prompted boxes and the comparison need a student predictor")
-    teacher_ckpt = prepare_teacher_checkpoint(sam3_checkpoint, data_root, cfg=adapt or AdaptConfig(),
-                                              box_params=box_params, split=adapt_split, device=device,
-                                              exclude_scenarios=exclude_scenarios, progress=progress)
+    adapt = adapt or AdaptConfig()
+    if teacher_kind == "oracle":
+        from goose_lib.teacher.oracle import ORACLE
+
+        if adapt.steps > 0:
+            raise ValueError("run_teacher: the oracle teacher has no decoder to adapt; set adaptation steps to 0")
+        teacher_ckpt: str | Path = ORACLE
+    else:
+        from goose_lib.teacher.adapt import prepare_teacher_checkpoint
+
+        teacher_ckpt = prepare_teacher_checkpoint(sam3_checkpoint, data_root, cfg=adapt, box_params=box_params,
+                                                  split=adapt_split, device=device,
+                                                  exclude_scenarios=exclude_scenarios, progress=progress)
     root = default_cache_root(cache_root)
     caches = {split: cache_split(teacher_ckpt, data_root, split, root, teacher_cfg=teacher_cfg, box_params=box_params,
                                  box_source=box_source, predictor=student.predict if box_source == "prediction" else None,
                                  predictor_id=student.id if box_source == "prediction" else "",
                                  limit=limit, exclude_scenarios=exclude_scenarios, shard=shard, device=device,
-                                 progress=progress, offload=student.offloaded if student is not None else None)
+                                 progress=progress, offload=student.offloaded if student is not None else None,
+                                 teacher_kind=teacher_kind)
               for split, limit in cache_splits.items()}
     result = TeacherRun(teacher_checkpoint=teacher_ckpt, caches=caches)
     if compare_split:
@@ -88,7 +103,7 @@ def run_teacher(sam3_checkpoint: str, data_root: str, *, cache_splits: dict[str,
         caches[compare_split] = cache_split(teacher_ckpt, data_root, compare_split, root, teacher_cfg=teacher_cfg,
                                             box_params=box_params, limit=compare_limit,
                                             exclude_scenarios=exclude_scenarios, device=device, progress=progress,
-                                            offload=student.offloaded)
+                                            offload=student.offloaded, teacher_kind=teacher_kind)
         samples = index_split(data_root, compare_split, exclude_scenarios=exclude_scenarios, limit=compare_limit)
         held = holdout_scenarios(samples, compare_holdout, holdout_seed)
         if held:
@@ -107,3 +122,4 @@ def run_teacher(sam3_checkpoint: str, data_root: str, *, cache_splits: dict[str,
                 teacher_checkpoint=str(teacher_ckpt), teacher_cache=str(caches[compare_split].folder),
                 ontology=ontology, extra={"selection_split": result.selection_split})
     return result
+

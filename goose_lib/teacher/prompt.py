@@ -13,7 +13,9 @@ the transformers behaviour (tested against ``Sam3TrackerModel.get_image_embeddin
 
 Composition rules (per image, at image resolution; see :func:`compose`). Each box's mask
 probability p (sigmoid of the upsampled logits of the candidate with the highest predicted IoU)
-counts only inside its own box. ``TeacherConfig.overlap``:
+counts only inside its own box. :func:`compose_probabilities` applies the same rules to any
+source of per-box probabilities (the oracle teacher's exact masks, :mod:`goose_lib.teacher.oracle`).
+``TeacherConfig.overlap``:
 
 - ``"smallest_box"`` (default; the usual order for pasting box-prompted masks): boxes are
   painted from the largest to the smallest. ``teacher_region`` = the class of the smallest box
@@ -36,7 +38,7 @@ logits leave the model as float32 either way. The default ``"off"`` is plain fp3
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -217,10 +219,27 @@ def _image_mats(logits: torch.Tensor, h: int, w: int) -> tuple[torch.Tensor, tor
     return _interp_matrix(h, logits.shape[-2], 0, h), _interp_matrix(w, logits.shape[-1], 0, w)
 
 
+BoxProbability = Callable[[int], torch.Tensor]  # box index j -> its mask probability on box_pixels' range of j
+
+
 def compose(logits: torch.Tensor, boxes: BoxSet, threshold: float = 0.5, tie_margin: float = 0.05,
             overlap: Literal["smallest_box", "max_prob"] = "smallest_box") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-box mask logits (N, h, w) in the model frame -> (teacher_cls, teacher_prob,
-    teacher_region), HxW uint8 each, by the rule in the module doc."""
+    teacher_region), HxW uint8 each, by the rule in the module doc (SAM3's masks as the
+    probability source of :func:`compose_probabilities`)."""
+    h, w = boxes.height, boxes.width
+    pix = box_pixels(boxes.xyxy, h, w)
+    mats = _image_mats(logits, h, w) if len(boxes) else None
+    return compose_probabilities(lambda j: box_probability(logits[j], pix[j], h, w, mats), boxes, threshold,
+                                 tie_margin, overlap)
+
+
+def compose_probabilities(probability: BoxProbability, boxes: BoxSet, threshold: float = 0.5,
+                          tie_margin: float = 0.05, overlap: Literal["smallest_box", "max_prob"] = "smallest_box"
+                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The composition rule of the module doc over any mask source: ``probability(j)`` is box
+    j's mask probability (float, shape of ``box_pixels(boxes.xyxy, H, W)[j]``'s range: rows
+    y1:y2, columns x1:x2) -> (teacher_cls, teacher_prob, teacher_region), HxW uint8 each."""
     h, w = boxes.height, boxes.width
     cls_map = np.full((h, w), NONE, np.uint8)
     prob_map = np.zeros((h, w), np.uint8)
@@ -228,7 +247,7 @@ def compose(logits: torch.Tensor, boxes: BoxSet, threshold: float = 0.5, tie_mar
     if len(boxes) == 0:
         return cls_map, prob_map, region_map
     if overlap == "smallest_box":
-        return _compose_smallest(logits, boxes, threshold, cls_map, prob_map, region_map)
+        return _compose_smallest(probability, boxes, threshold, cls_map, prob_map, region_map)
     if overlap != "max_prob":
         raise ValueError(f"overlap must be 'smallest_box' or 'max_prob', got {overlap!r}")
     classes = np.unique(boxes.classes)
@@ -236,11 +255,10 @@ def compose(logits: torch.Tensor, boxes: BoxSet, threshold: float = 0.5, tie_mar
     per_class = torch.full((len(classes), h, w), -1.0)
     pix = box_pixels(boxes.xyxy, h, w)
     cls_index = {int(c): i for i, c in enumerate(classes)}
-    mats = _image_mats(logits, h, w)
     for j in range(len(boxes)):
         x1, y1, x2, y2 = pix[j]
         k = cls_index[int(boxes.classes[j])]
-        p = box_probability(logits[j], pix[j], h, w, mats)
+        p = probability(j)
         per_class[k, y1:y2, x1:x2] = torch.maximum(per_class[k, y1:y2, x1:x2], p)
     if len(classes) > 1:
         top2, arg = per_class.topk(2, dim=0)
@@ -261,17 +279,16 @@ def compose(logits: torch.Tensor, boxes: BoxSet, threshold: float = 0.5, tie_mar
     return cls_map, prob_map, region_map
 
 
-def _compose_smallest(logits: torch.Tensor, boxes: BoxSet, threshold: float, cls_map: np.ndarray,
+def _compose_smallest(probability: BoxProbability, boxes: BoxSet, threshold: float, cls_map: np.ndarray,
                       prob_map: np.ndarray, region_map: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The ``"smallest_box"`` rule: paint boxes from the largest to the smallest."""
     h, w = boxes.height, boxes.width
     pix = box_pixels(boxes.xyxy, h, w)
     area = (pix[:, 2] - pix[:, 0]) * (pix[:, 3] - pix[:, 1])
     order = np.argsort(-area, kind="stable")
-    mats = _image_mats(logits, h, w)
     for j in order:
         x1, y1, x2, y2 = pix[j]
-        p = box_probability(logits[j], pix[j], h, w, mats).numpy()
+        p = probability(int(j)).numpy()
         c = int(boxes.classes[j])
         region_map[y1:y2, x1:x2] = c
         prob_map[y1:y2, x1:x2] = np.round(p * 255).astype(np.uint8)
