@@ -30,10 +30,12 @@ def test_params_reject_bad_values(bad: dict, match: str) -> None:
 
 
 def test_params_map_onto_the_library_configs() -> None:
-    p = TeacherParams(min_area=5, box_margin=0.1, mask_threshold=0.6, margin=0.05, adapt_steps=-1)
+    p = TeacherParams(min_area=5, box_margin=0.1, mask_threshold=0.6, margin=0.05, adapt_steps=-1,
+                      sam3_checkpoint="embedded-random")
     assert p.box_params().min_area == 5 and p.box_params().margin == 0.1
     assert p.teacher_config().mask_threshold == 0.6 and p.selection_rule().margin == 0.05
-    assert p.adapt_config().steps == 150  # auto on the embedded checkpoint
+    assert p.adapt_config().steps == 150  # auto on the random embedded checkpoint
+    assert TeacherParams().adapt_config().steps == 0  # the foundation is used as it is
     assert TeacherParams(sam3_checkpoint="/real/sam3").adapt_config().steps == 0  # off for real checkpoints
 
 

@@ -112,8 +112,8 @@ def cmd_teacher(args: argparse.Namespace) -> int:
         # with --compare beside the selection, else in the cache's key folder beside its manifest
         prov["path"] = Path(args.compare or run.caches[args.split].folder) / "provenance.json"
     rep = run.caches[args.split]
-    summary = {"cache": str(rep.folder), "sam3_checkpoint": str(run.teacher_checkpoint), "split": args.split,
-               "total": rep.total, "computed": rep.computed, "reused": rep.reused}
+    summary = {"cache": str(rep.folder), "teacher": args.teacher, "sam3_checkpoint": str(run.teacher_checkpoint),
+               "split": args.split, "total": rep.total, "computed": rep.computed, "reused": rep.reused}
     if args.compare:
         summary.update(selection=str(run.selection_file), selected_classes=run.selected,
                        selection_split=run.selection_split)

@@ -126,7 +126,8 @@ def adapt_teacher(model: torch.nn.Module, samples: Sequence[Any], cfg: AdaptConf
                 sel = torch.from_numpy(rng.choice(n, size=min(cfg.boxes_per_image, n), replace=False))
                 out = model(image_embeddings=d["emb"], input_boxes=d["boxes"][sel][None].to(dev), multimask_output=True)
                 sel = sel.to(dev)
-                loss = box_mask_loss(out.pred_masks[0], out.iou_scores[0], d["target"][sel], d["inside"][sel])
+                loss = box_mask_loss(out.pred_masks[0], out.iou_scores[0], d["target"][sel], d["inside"][sel],
+                                     candidates="all")  # a box is unambiguous: every candidate learns it
                 (loss / len(picks)).backward()
                 total += float(loss.detach()) / len(picks)
             opt.step()
