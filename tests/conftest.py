@@ -10,6 +10,14 @@ from pathlib import Path
 import pytest
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Every test process (xdist workers too) runs, and starts its kernels and subprocesses, with
+    the project's malloc settings, as the CLI and the notebooks do (goose_lib.runtime)."""
+    from goose_lib.runtime import configure_allocator
+
+    configure_allocator()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def one_thread_per_worker() -> None:
     """Under ``pytest -n 2`` on 2 cores, two torch threads per worker fight over the cores

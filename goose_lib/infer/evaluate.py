@@ -36,6 +36,7 @@ from goose_lib.metrics import (
     compute_scores,
 )
 from goose_lib.ontology import IGNORE_INDEX, Ontology
+from goose_lib.runtime import worker_init
 
 from .tta import TTAConfig, count_windows, predict
 
@@ -179,7 +180,7 @@ def evaluate(model: torch.nn.Module, dataset: Sequence[Mapping[str, Any]], modes
     loader: Any = dataset
     if workers > 0:
         loader = torch.utils.data.DataLoader(dataset, batch_size=None, shuffle=False, num_workers=workers,
-                                             collate_fn=_identity)
+                                             collate_fn=_identity, worker_init_fn=worker_init)  # malloc (runtime)
     was_training = model.training
     model.eval()
     try:

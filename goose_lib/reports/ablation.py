@@ -42,7 +42,7 @@ from goose_lib.reports.execute import (
 )
 from goose_lib.reports.kernels import KernelPool
 from goose_lib.reports.spec import AblationSpec, Run, resolve_params
-from goose_lib.runtime import CORES_ENV, cores_per_process
+from goose_lib.runtime import CORES_ENV, configure_allocator, cores_per_process
 
 OK, FAILED, SKIPPED, CACHED, BLOCKED = "ok", "failed", "skipped", "cached", "blocked"
 
@@ -100,8 +100,10 @@ def _warm_up(index: bool) -> None:
 
 def _share_cores(cores: int) -> None:
     """Pool initializer: the notebooks' ``configure_threads()`` in this worker's kernels sees
-    ``cores`` as its budget (goose_lib.runtime), so N workers do not run N x all-cores threads."""
+    ``cores`` as its budget (goose_lib.runtime), so N workers do not run N x all-cores threads;
+    and the malloc settings of goose_lib.runtime, however the runner itself was started."""
     os.environ[CORES_ENV] = str(cores)
+    configure_allocator()
 
 
 def _write_marker(reports_dir: Path, run: Run, status: str, error: str, key: str | None = None) -> dict:

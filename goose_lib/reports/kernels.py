@@ -16,6 +16,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from goose_lib.runtime import allocator_env
+
 ENGINE = "goose-prestarted"
 KERNEL_LOG = "kernel.log"  # in the run folder: the kernel process's stdout/stderr
 
@@ -78,8 +80,11 @@ class KernelPool:
         km = AsyncKernelManager(kernel_name=self.kernel_name)
         # the kernel process's own output (start-up warnings, crash reports) goes to kernel.log;
         # what cells print reaches the notebook through the kernel protocol as usual
+        # the malloc settings of goose_lib.runtime from the kernel's first allocation on, also
+        # when this process was not started by an entry point that configured them
+        env = {**os.environ, **allocator_env()}
         with open(run_dir / KERNEL_LOG, "ab") as log:
-            run_sync(km.start_kernel)(cwd=str(run_dir), stdout=log, stderr=log)
+            run_sync(km.start_kernel)(cwd=str(run_dir), stdout=log, stderr=log, env=env)
         self._kernels[str(run_dir)] = (km, run_dir.stat().st_ino)
 
     def take(self, run_dir: str | os.PathLike) -> Any | None:

@@ -298,7 +298,10 @@ def cache_split(sam3_checkpoint: str | os.PathLike, data_root: str, split: str, 
         from goose_lib.teacher.oracle import ORACLE, OracleTeacher
 
         oracle = OracleTeacher(data_root, cfg=teacher_cfg, box_params=box_params, instance_classes=instance_classes)
-        fingerprint, teacher, signature = ORACLE, oracle, oracle.signature
+        fingerprint, teacher = ORACLE, oracle
+
+        def signature(sample: Any) -> str:
+            return files_signature(oracle.signature_files(sample))
     elif teacher_kind == "sam3":
         from goose_lib.models.sam3 import checkpoint_fingerprint
         from goose_lib.teacher.prompt import load_teacher

@@ -162,9 +162,7 @@ class OracleTeacher:
                                instance_classes=self.instance_classes)
         return oracle_maps(exact, exact_instances, boxes, ids, self.cfg)
 
-    def signature(self, sample: Any) -> str:
-        """The cache's ``source_signature`` of the sample plus size:mtime_ns of its exact label files."""
-        from goose_lib.teacher.cache import files_signature
-
-        return files_signature([sample.image, sample.labelids, sample.instanceids,
-                                *exact_label_files(self.exact_root, sample)])
+    def signature_files(self, sample: Any) -> list[Any]:
+        """The files of the cache's source signature of ``sample``: its own (as for SAM3) plus its
+        exact label files (``cache.files_signature`` of them is the item's signature)."""
+        return [sample.image, sample.labelids, sample.instanceids, *exact_label_files(self.exact_root, sample)]

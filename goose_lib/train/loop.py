@@ -36,6 +36,7 @@ from goose_lib.data.dataset import DataError, GooseDataset
 from goose_lib.io import atomic_write_text
 from goose_lib.metrics import ConfusionMatrix, compute_scores
 from goose_lib.models.checkpoint import find_latest, load_run, save_best
+from goose_lib.runtime import worker_init
 from goose_lib.train import checkpoint as ckpt
 from goose_lib.train.config import TrainConfig
 from goose_lib.train.distill import make_distill
@@ -203,10 +204,12 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, *, progress: bool = True
                               rank=ctx.rank, world_size=ctx.world_size, start_micro=state.step * cfg.accumulation)
         loader = torch.utils.data.DataLoader(draws, batch_size=cfg.batch_size, sampler=sampler,
                                              num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
+                                             worker_init_fn=worker_init,  # malloc settings (runtime)
                                              generator=torch.Generator().manual_seed(cfg.seed))  # not the global RNG
         val_idx = list(range(ctx.rank, len(val_set), ctx.world_size))
         val_loader = torch.utils.data.DataLoader(torch.utils.data.Subset(val_set, val_idx), batch_size=cfg.batch_size,
                                                  num_workers=cfg.num_workers, collate_fn=list_collate,
+                                                 worker_init_fn=worker_init,
                                                  generator=torch.Generator().manual_seed(cfg.seed))
 
         last_val: dict[str, Any] | None = None
