@@ -166,21 +166,24 @@ def add_foundation(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_foundation(args: argparse.Namespace) -> int:
-    import time
-
     from goose_lib.models.foundation import write_foundation
-    from goose_lib.models.pretrain import DEFAULT_RECIPE, held_out_concepts, held_out_iou, run_recipe
+    from goose_lib.models.pretrain import (
+        DEFAULT_RECIPE,
+        held_out_concepts,
+        held_out_iou,
+        run_recipe,
+        training_seconds,
+    )
     from goose_lib.models.tiny import ensure_tiny_checkpoint
 
     if args.steps is not None and args.steps < 1:
         raise CommandError(f"--steps must be >= 1, got {args.steps}")
-    t0 = time.monotonic()
     base = ensure_tiny_checkpoint()
     trainer = run_recipe(args.run_dir, DEFAULT_RECIPE, base=base, steps=args.steps, progress=not args.no_progress)
     promptable = held_out_iou(trainer.tracker, 1, DEFAULT_RECIPE.held_out)
     concepts = held_out_concepts(trainer, 1, DEFAULT_RECIPE.held_out)
     out = write_foundation(trainer, args.out, base=base, held_out=promptable, concepts=concepts,
-                           seconds=time.monotonic() - t0)
+                           seconds=training_seconds(args.run_dir))
     print(f"{out}: held-out in-box mIoU {promptable['teacher']:.3f} (box filling {promptable['box_fill']:.3f}), "
           f"concept mIoU {concepts['mean']:.3f}")
     return 0

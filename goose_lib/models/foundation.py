@@ -161,13 +161,18 @@ def render_card(card: dict[str, Any]) -> str:
          f"{card['corpus']['held_out_seed']}; fingerprint `{card['corpus']['fingerprint'][:16]}` |"),
         f"| base | `{card['base']['name']}` (random init), sha256 `{card['base']['sha256'][:16]}` |",
         f"| commit | `{card['commit']}` |",
-        f"| wall time | {card['wall_seconds'] or 0:.0f} s on {card['threads']} threads |",
+        (f"| wall time | {card['wall_seconds']:.0f} s on {card['threads']} threads |" if card["wall_seconds"]
+         else f"| wall time | not recorded by the run ({card['threads']} threads) |"),
         f"| model.safetensors sha256 | `{card['sha256']}` |", "",
         f"## Held-out (corpus seed {p['corpus_seed']}, {p['images']} images, {p['boxes']} boxes)", "",
         "| measure | value |", "| --- | --- |",
         f"| tracker in-box mIoU (box prompt, best-scored mask) | {p['teacher']:.3f} |",
         f"| filling the box | {p['box_fill']:.3f} |",
         f"| concept mIoU (detector encoder + 1x1 head) | {c['mean']:.3f} |", "",
+        "By region size (pixels of the 224-px model frame):", "",
+        "| region area | boxes | tracker | filling the box |", "| --- | --- | --- | --- |",
+        *[f"| {b['min_area']}-{b['max_area'] if b['max_area'] is not None else ''} | {b['boxes']} | "
+          f"{b['teacher']:.3f} | {b['box_fill']:.3f} |" for b in p.get("by_size", [])], "",
         "Per concept: " + ", ".join(f"{k} {v:.2f}" for k, v in c["per_concept"].items()), "",
         "## Loss", "", "![loss curve](loss_curve.png)", "",
         (f"First step: mask {card['losses'][0]['mask']:.4f}, concept {card['losses'][0]['concept']:.4f}; "

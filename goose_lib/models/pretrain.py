@@ -311,15 +311,25 @@ def run_recipe(run_dir: str | os.PathLike, recipe: FoundationRecipe = DEFAULT_RE
                progress: bool = False) -> Pretrainer:
     """Run (or resume) the recipe in ``run_dir`` up to ``steps`` (default: all) steps; the state is
     written to ``run_dir/state.pt`` every ``checkpoint_every`` steps and at the end (atomically)."""
-    from tqdm.auto import tqdm
-
-    from goose_lib.io import atomic_write_bytes
     from goose_lib.models.tiny import ensure_tiny_checkpoint
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(recipe.threads)
-    trainer = Pretrainer(recipe, base if base is not None else ensure_tiny_checkpoint())
+    threads = torch.get_num_threads()
+    torch.set_num_threads(recipe.threads)  # the recipe's numbers depend on it; restored on return
+    try:
+        return _run(run_dir, recipe, base if base is not None else ensure_tiny_checkpoint(), steps, progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(run_dir: Path, recipe: FoundationRecipe, base: str | os.PathLike, steps: int | None,
+         progress: bool) -> Pretrainer:
+    from tqdm.auto import tqdm
+
+    from goose_lib.io import atomic_write_bytes
+
+    trainer = Pretrainer(recipe, base)
     state_file = run_dir / "state.pt"
     if state_file.is_file():
         trainer.load_state(torch.load(state_file, weights_only=False), str(state_file))
@@ -332,6 +342,10 @@ def run_recipe(run_dir: str | os.PathLike, recipe: FoundationRecipe = DEFAULT_RE
         torch.save(trainer.state(), buf)
         atomic_write_bytes(state_file, buf.getvalue())
 
+    import json
+    import time
+
+    first, t0 = trainer.step_index, time.monotonic()
     bar = tqdm(total=end, initial=trainer.step_index, desc="foundation", disable=not progress)
     while trainer.step_index < end:
         rec = trainer.step()
@@ -340,11 +354,32 @@ def run_recipe(run_dir: str | os.PathLike, recipe: FoundationRecipe = DEFAULT_RE
         if trainer.step_index % recipe.checkpoint_every == 0 or trainer.step_index == end:
             save()
     bar.close()
+    if trainer.step_index > first:  # one line per session: the run's wall time survives kills and resumes
+        with open(run_dir / "sessions.jsonl", "a") as f:
+            f.write(json.dumps({"from_step": first, "to_step": trainer.step_index,
+                                "wall_seconds": round(time.monotonic() - t0, 1)}) + "\n")
     for m in trainer.modules():
         m.eval()
         for p in m.parameters():
             p.requires_grad_(False)
     return trainer
+
+
+def training_seconds(run_dir: str | os.PathLike) -> float | None:
+    """The run's training wall time summed over its sessions (``sessions.jsonl``), None if a
+    session did not record it (every step must be covered, from step 0)."""
+    import json
+
+    path = Path(run_dir) / "sessions.jsonl"
+    if not path.is_file():
+        return None
+    sessions = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    covered = 0
+    for s in sorted(sessions, key=lambda s: s["from_step"]):
+        if s["from_step"] > covered:
+            return None
+        covered = max(covered, s["to_step"])
+    return float(sum(s["wall_seconds"] for s in sessions))
 
 
 # --- measurements ----------------------------------------------------------------------------------
@@ -359,16 +394,20 @@ def best_masks(model: Any, emb: list[torch.Tensor], boxes: np.ndarray, size: int
     return (F.interpolate(best, size=(size, size), mode="bilinear", align_corners=False)[:, 0] > 0).numpy()
 
 
+SIZE_BINS = ((0, 200), (200, 1000), (1000, 5000), (5000, None))  # region area in pixels of the 224-px frame
+
+
 @torch.no_grad()
-def held_out_iou(model: Any, seed: int = 1, n: int = 64) -> dict[str, float]:
+def held_out_iou(model: Any, seed: int = 1, n: int = 64) -> dict[str, Any]:
     """Mean in-box IoU over every region of ``n`` corpus images of corpus seed ``seed`` (exact
-    boxes), at the corpus frame: the tracker's chosen mask and the box filled."""
+    boxes), at the corpus frame: the tracker's chosen mask and the box filled; also per region
+    size (``by_size``: :data:`SIZE_BINS`, area in pixels of the model frame)."""
     from goose_lib.data.corpus import corpus_sample
     from goose_lib.models.sam3 import preprocess
 
     size = _image_size(model)
     model.eval()
-    teacher, fill = [], []
+    teacher, fill, area = [], [], []
     for i in range(n):
         s = corpus_sample(seed, i, size=size)
         if not len(s.boxes):
@@ -378,8 +417,16 @@ def held_out_iou(model: Any, seed: int = 1, n: int = 64) -> dict[str, float]:
             m, p = s.masks[j, y1:y2, x1:x2], pred[j, y1:y2, x1:x2]
             teacher.append((m & p).sum() / max((m | p).sum(), 1))
             fill.append(m.sum() / m.size)
-    return {"teacher": float(np.mean(teacher)), "box_fill": float(np.mean(fill)), "boxes": len(teacher),
-            "images": n, "corpus_seed": seed}
+            area.append(int(m.sum()))
+    t, f, a = np.array(teacher), np.array(fill), np.array(area)
+    by_size = []
+    for lo, hi in SIZE_BINS:
+        k = (a >= lo) & (a < (hi if hi is not None else np.inf))
+        if k.any():
+            by_size.append({"min_area": lo, "max_area": hi, "boxes": int(k.sum()), "teacher": float(t[k].mean()),
+                            "box_fill": float(f[k].mean())})
+    return {"teacher": float(t.mean()), "box_fill": float(f.mean()), "boxes": len(t), "images": n,
+            "corpus_seed": seed, "by_size": by_size}
 
 
 @torch.no_grad()
