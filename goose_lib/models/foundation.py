@@ -173,7 +173,8 @@ def render_card(card: dict[str, Any]) -> str:
         "| region area | boxes | tracker | filling the box |", "| --- | --- | --- | --- |",
         *[f"| {b['min_area']}-{b['max_area'] if b['max_area'] is not None else ''} | {b['boxes']} | "
           f"{b['teacher']:.3f} | {b['box_fill']:.3f} |" for b in p.get("by_size", [])], "",
-        "Per concept: " + ", ".join(f"{k} {v:.2f}" for k, v in c["per_concept"].items()), "",
+        "Per concept: " + ", ".join(f"{k} {c['per_concept'][k]:.2f}" for k in card["corpus"]["concepts"]
+                                    if k in c["per_concept"]), "",
         "## Loss", "", "![loss curve](loss_curve.png)", "",
         (f"First step: mask {card['losses'][0]['mask']:.4f}, concept {card['losses'][0]['concept']:.4f}; "
          f"last: mask {card['losses'][-1]['mask']:.4f}, concept {card['losses'][-1]['concept']:.4f}."), "",
