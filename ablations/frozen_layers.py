@@ -66,8 +66,8 @@ def main() -> None:
             subprocess.run([sys.executable, "-m", "goose_lib", "train", "--out-dir", str(run), "--data-root", str(root),
                             "--frozen-layers", str(k), "--seed", str(seed), "--photometric", "standard",
                             "--no-progress"], check=True, env=os.environ.copy())
-            latest = json.loads((run / "latest.json").read_text())
-            scores.append(float(latest["val"]["composite"]))
+            rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+            scores.append(float([r for r in rows if "val_composite" in r][-1]["val_composite"]))
         table[k] = {"composite": scores, "mean": statistics.mean(scores)}
         print(f"frozen_layers={k}: held-out composite {statistics.mean(scores):.4f} ({scores})", flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,7 @@ class StudentConfig:
 
     sam3_checkpoint: str = input_param("sam3_checkpoint", EMBEDDED)  # SAM3 folder (facebook/sam3 layout or save_pretrained); "embedded" = tiny
     decoder: DecoderName = "fpn"  # "fpn" (light, the method's) | "upernet" (heavier ablation)
-    frozen_layers: int = 0  # lower ViT layers frozen (the paper: 24 of 32); patch/pos embeddings always
+    frozen_layers: int = 4  # lower ViT layers frozen; the tiny foundation: 4 of 6 (ablations/frozen_layers.py, held-out train), the paper: 24 of 32; patch/pos embeddings always
     num_classes: int = 64  # output classes (GOOSE: 64)
     decoder_channels: int = 32  # width of the decoder (sized for the tiny embedded encoder; real SAM3: 256)
     dropout: float = 0.1  # dropout before the classifier

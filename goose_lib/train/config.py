@@ -21,8 +21,8 @@ if TYPE_CHECKING:
 class TrainConfig:
     """Every parameter of a training run.
 
-    Defaults are sized for the embedded tiny model on 2 CPU cores (~1-1.5 minutes; its encoder is
-    random, so nothing is frozen). For the real SAM3 encoder on a GPU use e.g. ``frozen_layers=24``,
+    Defaults are sized for the embedded tiny model on 2 CPU cores (~1-1.5 minutes; its encoder is the
+    pre-trained foundation, 4 of its 6 layers frozen). For the real SAM3 encoder on a GPU use e.g. ``frozen_layers=24``,
     ``decoder_channels=256``, ``crop_size=1008``, ``scale_range=(0.5, 2.0)``, ``lr=1e-4``,
     ``steps=40000``, ``batch_size=2`` x ``accumulation=4`` per GPU, ``ema=0.9995``, ``warmup_steps=1500``.
     """
@@ -37,7 +37,7 @@ class TrainConfig:
     # student (goose_lib.models.config.StudentConfig: same names, its defaults)
     sam3_checkpoint: str = input_param("sam3_checkpoint", _STUDENT.sam3_checkpoint)  # SAM3 folder or "embedded"
     decoder: DecoderName = _STUDENT.decoder  # "fpn" (the method's) | "upernet" (ablation)
-    frozen_layers: int = _STUDENT.frozen_layers  # lower encoder layers frozen (tiny: 0; real SAM3: 24 of 32)
+    frozen_layers: int = _STUDENT.frozen_layers  # lower encoder layers frozen (tiny foundation: 4 of 6; real SAM3: 24 of 32)
     decoder_channels: int = _STUDENT.decoder_channels  # decoder width (real model: 256)
     dropout: float = _STUDENT.dropout  # dropout before the classifier
     grad_checkpointing: bool = _STUDENT.grad_checkpointing  # recompute trainable ViT layers in backward
