@@ -44,7 +44,7 @@ def test_memory_estimate_never_counts_attention_weights() -> None:
     vit = Sam3ViTConfig(hidden_size=64, intermediate_size=256, num_hidden_layers=3, num_attention_heads=4,
                         image_size=224, patch_size=14, window_size=8, global_attn_indexes=[2], pretrain_image_size=224)
     with torch.device("meta"):
-        model = build_student(StudentConfig(decoder_channels=16), device="meta",
+        model = build_student(StudentConfig(decoder_channels=16, frozen_layers=0), device="meta",
                               vision_config=Sam3VisionConfig(backbone_config=vit, fpn_hidden_size=32))
         model = model.to(torch.bfloat16).train()
     parts = me.saved_bytes(model, 1, 64)

@@ -98,7 +98,7 @@ def test_param_groups_layer_decay(tiny_checkpoint: Path) -> None:
     assert "encoder.backbone.layers.5.layer_norm1.weight" in {names[id(p)] for g in groups
                                                               if g["name"] == "layer5/no_decay" for p in g["params"]}
     # trainable stem: one step below layer 0
-    all_trained = build_student(StudentConfig(sam3_checkpoint=str(tiny_checkpoint), decoder_channels=16))
+    all_trained = build_student(StudentConfig(sam3_checkpoint=str(tiny_checkpoint), frozen_layers=0, decoder_channels=16))
     stem = [g for g in param_groups(all_trained, lr=1.0, weight_decay=0.0, layer_decay=0.5) if g["name"].startswith("stem")]
     assert [g["lr"] for g in stem] == [0.5 ** 6]
     torch.optim.AdamW(groups)  # the groups are a valid optimizer spec
