@@ -35,9 +35,10 @@ def test_tables_are_the_recorded_numbers(tmp_path: Path, capsys) -> None:
     build_index(tmp_path)
     text = results_markdown(tmp_path)
     assert "## paper" in text
-    assert "| baseline (baseline) | 0.310 ± 0.014 | 0.300, 0.320 |  | 0.210 | 20.0 |" in text
+    assert "| baseline | 0.310 ± 0.014 | 0.300, 0.320 |  | 0.210 | 20.0 |" in text
     assert "| +aggressive | 0.355 ± 0.007 | 0.350, 0.360 | +0.045 ± 0.007 (significant) | 0.255 | 21.0 |" in text
     assert "| teacher-seed=0 | embedded | 0.800 | 0.690 | 0.600 | 0.500 |" in text
+    assert "| train_aggressive-seed=1 | 03_training | 0.360 | 0.260 | 0.460 | 21 |" in text
     assert main(["results", "--reports", str(tmp_path), "--out", str(tmp_path / "results.md")]) == 0
     assert (tmp_path / "results.md").read_text() == results_markdown(tmp_path, command=f"goose results --reports {tmp_path}")
 

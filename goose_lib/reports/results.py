@@ -45,7 +45,8 @@ def _variants(entries: list[dict[str, Any]], runs: dict[str, dict[str, Any]]) ->
             sig = {True: "significant", False: "not significant", None: "one seed"}[e.get("significant")]
             delta = f"{_f(e['delta_mean'], True)} ± {_f(e['delta_std'])} ({sig})"
         comp = f"{_f(e['composite_mean'])} ± {_f(e['composite_std'])}" if e.get("composite_mean") is not None else "failed"
-        lines.append(f"| {e['name']}{' (baseline)' if e.get('baseline') else ''} | {comp} | "
+        mark = " (baseline)" if e.get("baseline") and "baseline" not in e["name"] else ""
+        lines.append(f"| {e['name']}{mark} | {comp} | "
                      f"{', '.join(_f(v) for v in e['composite_values'])} | {delta} | {_f(e.get('miou_mean'))} | "
                      f"{classes} |")
     return lines
@@ -63,6 +64,17 @@ def _teachers(runs: list[dict[str, Any]]) -> list[str]:
         lines.append(f"| {r['name']} | {who} | {_f(m.get('teacher_miou'))} | {_f(m.get('box_fill_miou'))} | "
                      f"{_f(m.get('thin_teacher_exact_iou'))} | {_f(m.get('thin_coarse_exact_iou'))} | "
                      f"{int(m['selected_count']) if 'selected_count' in m else ''} |")
+    return lines
+
+
+def _runs(runs: list[dict[str, Any]]) -> list[str]:
+    rows = [r for r in runs if r["status"] == "ok" and "composite" in r["metrics"]]
+    lines = ["| run | notebook | composite | mIoU | category mIoU | classes at IoU >= 0.10 |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        m, learnt = r["metrics"], _learnt(r)
+        lines.append(f"| {r['name']} | {r['notebook']} | {_f(m['composite'])} | {_f(m.get('miou'))} | "
+                     f"{_f(m.get('category_miou'))} | {'' if learnt is None else learnt} |")
     return lines
 
 
@@ -85,6 +97,7 @@ def results_markdown(reports_dir: str | os.PathLike, *, command: str = "goose re
     if teachers:
         out += ["## Teachers (selection split: in-box mIoU; train split: thin classes against `labels_exact/`)", "",
                 *teachers, ""]
+    out += ["## Every scored run (read a spec's pairs here, e.g. premises.yaml's)", "", *_runs(runs), ""]
     commits = sorted({r["commit"] for r in runs if r["commit"]})
     walls = [r["wall_s"] for r in runs if r.get("wall_s")]
     ok = sum(r["status"] == "ok" for r in runs)
