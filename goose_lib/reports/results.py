@@ -34,48 +34,50 @@ def _learnt(run: dict[str, Any]) -> int | None:
     return sum(1 for v in ious if v is not None and not math.isnan(v) and v >= LEARNT)
 
 
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """Markdown table lines: the header, its separator, one line per row."""
+    return [f"| {' | '.join(header)} |", f"|{' --- |' * len(header)}", *(f"| {' | '.join(r)} |" for r in rows)]
+
+
 def _variants(entries: list[dict[str, Any]], runs: dict[str, dict[str, Any]]) -> list[str]:
-    lines = ["| variant | composite | per seed | Δ vs baseline | mIoU | classes at IoU >= 0.10 |",
-             "| --- | --- | --- | --- | --- | --- |"]
+    rows = []
     for e in entries:
         learnt = [n for n in (_learnt(runs[r]) for r in e["runs"] if r in runs) if n is not None]
-        classes = f"{sum(learnt) / len(learnt):.1f}" if learnt else ""
         delta = ""
         if e.get("delta_mean") is not None:
             sig = {True: "significant", False: "not significant", None: "one seed"}[e.get("significant")]
             delta = f"{_f(e['delta_mean'], True)} ± {_f(e['delta_std'])} ({sig})"
         comp = f"{_f(e['composite_mean'])} ± {_f(e['composite_std'])}" if e.get("composite_mean") is not None else "failed"
         mark = " (baseline)" if e.get("baseline") and "baseline" not in e["name"] else ""
-        lines.append(f"| {e['name']}{mark} | {comp} | "
-                     f"{', '.join(_f(v) for v in e['composite_values'])} | {delta} | {_f(e.get('miou_mean'))} | "
-                     f"{classes} |")
-    return lines
+        rows.append([f"{e['name']}{mark}", comp, ", ".join(_f(v) for v in e["composite_values"]), delta,
+                     _f(e.get("miou_mean")), f"{sum(learnt) / len(learnt):.1f}" if learnt else ""])
+    return _table(["variant", "composite", "per seed", "Δ vs baseline", "mIoU", "classes at IoU >= 0.10"], rows)
 
 
 def _teachers(runs: list[dict[str, Any]]) -> list[str]:
-    rows = [r for r in runs if r["status"] == "ok" and "teacher_miou" in r["metrics"]]
-    if not rows:
-        return []
-    lines = ["| teacher run | SAM3 / teacher | in-box mIoU | filling the boxes | thin classes vs exact labels: teacher | coarse labels | classes selected |",
-                      "| --- | --- | --- | --- | --- | --- | --- |"]
-    for r in rows:
+    rows = []
+    for r in runs:
         m, p = r["metrics"], r["params"]
-        who = p.get("teacher", "sam3") if p.get("teacher", "sam3") != "sam3" else p.get("sam3_checkpoint", "embedded")
-        lines.append(f"| {r['name']} | {who} | {_f(m.get('teacher_miou'))} | {_f(m.get('box_fill_miou'))} | "
-                     f"{_f(m.get('thin_teacher_exact_iou'))} | {_f(m.get('thin_coarse_exact_iou'))} | "
-                     f"{int(m['selected_count']) if 'selected_count' in m else ''} |")
-    return lines
+        if r["status"] != "ok" or "teacher_miou" not in m:
+            continue
+        teacher = p.get("teacher", "sam3")
+        rows.append([r["name"], p.get("sam3_checkpoint", "embedded") if teacher == "sam3" else teacher,
+                     _f(m.get("teacher_miou")), _f(m.get("box_fill_miou")), _f(m.get("thin_teacher_exact_iou")),
+                     _f(m.get("thin_coarse_exact_iou")), str(int(m["selected_count"])) if "selected_count" in m else ""])
+    header = ["teacher run", "SAM3 / teacher", "in-box mIoU", "filling the boxes",
+              "thin classes vs exact labels: teacher", "coarse labels", "classes selected"]
+    return _table(header, rows) if rows else []
 
 
 def _runs(runs: list[dict[str, Any]]) -> list[str]:
-    rows = [r for r in runs if r["status"] == "ok" and "composite" in r["metrics"]]
-    lines = ["| run | notebook | composite | mIoU | category mIoU | classes at IoU >= 0.10 |",
-             "| --- | --- | --- | --- | --- | --- |"]
-    for r in rows:
-        m, learnt = r["metrics"], _learnt(r)
-        lines.append(f"| {r['name']} | {r['notebook']} | {_f(m['composite'])} | {_f(m.get('miou'))} | "
-                     f"{_f(m.get('category_miou'))} | {'' if learnt is None else learnt} |")
-    return lines
+    rows = []
+    for r in runs:
+        m = r["metrics"]
+        if r["status"] == "ok" and "composite" in m:
+            learnt = _learnt(r)
+            rows.append([r["name"], r["notebook"], _f(m["composite"]), _f(m.get("miou")), _f(m.get("category_miou")),
+                         "" if learnt is None else str(learnt)])
+    return _table(["run", "notebook", "composite", "mIoU", "category mIoU", "classes at IoU >= 0.10"], rows)
 
 
 def results_markdown(reports_dir: str | os.PathLike, *, command: str = "goose results") -> str:
